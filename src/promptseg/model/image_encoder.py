@@ -1,0 +1,198 @@
+"""ViT image encoder: 16x16 patches, windowed and global attention with decomposed
+relative-position bias, and a convolutional neck down to the embedding width."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import LayerNorm2d, MLPBlock
+
+# Global attention builds an additive bias of (heads, tokens, tokens); above this many
+# elements it is built and consumed a few heads at a time to bound peak memory.
+_BIAS_CHUNK_ELEMENTS = 64 * 1024 * 1024
+
+
+def relative_table(q_len: int, k_len: int, table: torch.Tensor) -> torch.Tensor:
+    """Look up relative-position vectors for every (query, key) pair along one axis.
+
+    Returns a (q_len, k_len, C) tensor. A table of another length is resampled linearly.
+    """
+    span = 2 * max(q_len, k_len) - 1
+    if table.shape[0] != span:
+        table = F.interpolate(table.T[None], size=span, mode="linear")[0].T
+    q_pos = torch.arange(q_len, device=table.device)[:, None] * max(k_len / q_len, 1.0)
+    k_pos = torch.arange(k_len, device=table.device)[None, :] * max(q_len / k_len, 1.0)
+    offset = (q_pos - k_pos) + (k_len - 1) * max(q_len / k_len, 1.0)
+    return table[offset.long()]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention on a 2-D grid of tokens with decomposed relative positions."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        use_rel_pos: bool = True,
+        input_size: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.use_rel_pos = use_rel_pos
+        if use_rel_pos:
+            if input_size is None:
+                raise ValueError("relative positions need the attention grid size (input_size)")
+            self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[0] - 1, head_dim))
+            self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
+
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """Attention from already projected (N, h, w, 3*dim) to (N, h, w, dim), before `proj`."""
+        n, h, w, _ = qkv.shape
+        heads = self.num_heads
+        q, k, v = qkv.reshape(n, h * w, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        if not self.use_rel_pos:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            table_h = relative_table(h, h, self.rel_pos_h)
+            table_w = relative_table(w, w, self.rel_pos_w)
+            step = max(1, _BIAS_CHUNK_ELEMENTS // (n * (h * w) ** 2))
+            parts = []
+            for s in range(0, heads, step):
+                qs = q[:, s : s + step]
+                grid_q = qs.reshape(n, -1, h, w, qs.shape[-1])
+                bias_h = torch.einsum("nahwc,hkc->nahwk", grid_q, table_h).contiguous()
+                bias_w = torch.einsum("nahwc,wkc->nahwk", grid_q, table_w).contiguous()
+                # Written straight into a contiguous buffer: a broadcast add of the einsum
+                # outputs would take their odd strides and need a second full copy.
+                bias = qs.new_empty(n, qs.shape[1], h, w, h, w)
+                torch.add(bias_h[..., :, None], bias_w[..., None, :], out=bias)
+                bias = bias.view(n, -1, h * w, h * w)
+                parts.append(F.scaled_dot_product_attention(qs, k[:, s : s + step], v[:, s : s + step], attn_mask=bias))
+            out = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        return out.transpose(1, 2).reshape(n, h, w, -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.attend(self.qkv(x)))
+
+
+def _to_windows(x: torch.Tensor, size: int, fill: torch.Tensor | None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad (B, H, W, C) at the bottom/right up to a multiple of `size` with `fill` (or zeros)
+    and cut it into (B * nH * nW, size, size, C) windows."""
+    b, h, w, c = x.shape
+    hp, wp = -(-h // size) * size, -(-w // size) * size
+    if (hp, wp) != (h, w):
+        padded = x.new_zeros(b, hp, wp, c) if fill is None else fill.to(x.dtype).expand(b, hp, wp, c).clone()
+        padded[:, :h, :w] = x
+        x = padded
+    x = x.view(b, hp // size, size, wp // size, size, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, size, size, c), (hp, wp)
+
+
+def _from_windows(x: torch.Tensor, size: int, padded: tuple[int, int], hw: tuple[int, int]) -> torch.Tensor:
+    hp, wp = padded
+    h, w = hw
+    b = x.shape[0] // ((hp // size) * (wp // size))
+    x = x.view(b, hp // size, wp // size, size, size, -1).permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
+    return x[:, :h, :w] if (hp, wp) != (h, w) else x
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; `window_size` 0 means global attention."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        use_rel_pos: bool = True,
+        window_size: int = 0,
+        input_size: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        grid = (window_size, window_size) if window_size > 0 else input_size
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, use_rel_pos=use_rel_pos, input_size=grid)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = MLPBlock(dim, int(dim * mlp_ratio), nn.GELU)
+        self.window_size = window_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The projection runs on the real tokens only; window padding tokens are zeros after
+        # the norm, so their projection is just the bias, which is what they are filled with.
+        qkv = self.attn.qkv(self.norm1(x))
+        if self.window_size > 0:
+            h, w = x.shape[1:3]
+            windows, padded = _to_windows(qkv, self.window_size, self.attn.qkv.bias)
+            mixed = _from_windows(self.attn.attend(windows), self.window_size, padded, (h, w))
+        else:
+            mixed = self.attn.attend(qkv)
+        x = x + self.attn.proj(mixed)
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+class ImageEncoderViT(nn.Module):
+    """(B, 3, img_size, img_size) normalised image -> (B, out_chans, img_size/16, img_size/16)."""
+
+    def __init__(
+        self,
+        img_size: int = 1024,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        out_chans: int = 256,
+        qkv_bias: bool = True,
+        use_abs_pos: bool = True,
+        use_rel_pos: bool = True,
+        window_size: int = 14,
+        global_attn_indexes: tuple[int, ...] = (),
+    ) -> None:
+        super().__init__()
+        self.img_size = img_size
+        grid = img_size // patch_size
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim)) if use_abs_pos else None
+        self.blocks = nn.ModuleList(
+            Block(
+                embed_dim,
+                num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                use_rel_pos=use_rel_pos,
+                window_size=0 if i in global_attn_indexes else window_size,
+                input_size=(grid, grid),
+            )
+            for i in range(depth)
+        )
+        self.neck = nn.Sequential(
+            nn.Conv2d(embed_dim, out_chans, kernel_size=1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.neck(x.permute(0, 3, 1, 2))

@@ -1,0 +1,120 @@
+"""Prompt encoder: points, boxes and a coarse mask to sparse and dense embeddings."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .common import LayerNorm2d
+
+
+class PositionEmbeddingRandom(nn.Module):
+    """Positional encoding with random Fourier features of normalised (x, y) coordinates."""
+
+    def __init__(self, num_pos_feats: int = 64, scale: float = 1.0) -> None:
+        super().__init__()
+        self.register_buffer("positional_encoding_gaussian_matrix", scale * torch.randn(2, num_pos_feats))
+
+    def _encode(self, coords: torch.Tensor) -> torch.Tensor:
+        # coords in [0, 1]; map to [-1, 1], project, and take sin/cos of the phases.
+        phase = (2 * math.pi) * ((2 * coords - 1) @ self.positional_encoding_gaussian_matrix)
+        return torch.cat([torch.sin(phase), torch.cos(phase)], dim=-1)
+
+    def forward(self, size: tuple[int, int]) -> torch.Tensor:
+        """Encoding of every cell centre of an (h, w) grid, as (C, h, w)."""
+        h, w = size
+        matrix = self.positional_encoding_gaussian_matrix
+        ys = (torch.arange(h, device=matrix.device, dtype=matrix.dtype) + 0.5) / h
+        xs = (torch.arange(w, device=matrix.device, dtype=matrix.dtype) + 0.5) / w
+        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)
+        return self._encode(grid).permute(2, 0, 1)
+
+    def forward_with_coords(self, coords: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+        """Encoding of pixel coordinates (..., 2) given as (x, y) in an image of (h, w)."""
+        scale = coords.new_tensor([1.0 / image_size[1], 1.0 / image_size[0]])
+        return self._encode(coords.float() * scale)
+
+
+class PromptEncoder(nn.Module):
+    def __init__(
+        self,
+        embed_dim: int,
+        image_embedding_size: tuple[int, int],
+        input_image_size: tuple[int, int],
+        mask_in_chans: int,
+        activation: type[nn.Module] = nn.GELU,
+    ) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.image_embedding_size = image_embedding_size
+        self.input_image_size = input_image_size
+        self.pe_layer = PositionEmbeddingRandom(embed_dim // 2)
+        # 0: background point, 1: foreground point, 2: box top-left, 3: box bottom-right
+        self.point_embeddings = nn.ModuleList(nn.Embedding(1, embed_dim) for _ in range(4))
+        self.not_a_point_embed = nn.Embedding(1, embed_dim)
+        self.mask_input_size = (4 * image_embedding_size[0], 4 * image_embedding_size[1])
+        self.mask_downscaling = nn.Sequential(
+            nn.Conv2d(1, mask_in_chans // 4, kernel_size=2, stride=2),
+            LayerNorm2d(mask_in_chans // 4),
+            activation(),
+            nn.Conv2d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
+            LayerNorm2d(mask_in_chans),
+            activation(),
+            nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
+        )
+        self.no_mask_embed = nn.Embedding(1, embed_dim)
+
+    def get_dense_pe(self) -> torch.Tensor:
+        """Positional encoding of the image embedding grid, (1, C, h, w)."""
+        return self.pe_layer(self.image_embedding_size).unsqueeze(0)
+
+    def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
+        coords = coords + 0.5  # pixel centres
+        if pad:
+            coords = torch.cat([coords, coords.new_zeros(coords.shape[0], 1, 2)], dim=1)
+            labels = torch.cat([labels, -labels.new_ones(labels.shape[0], 1)], dim=1)
+        pe = self.pe_layer.forward_with_coords(coords, self.input_image_size)
+        # Label -1 is padding: its encoding is replaced by the "not a point" vector.
+        table = torch.cat(
+            [self.not_a_point_embed.weight, self.point_embeddings[0].weight, self.point_embeddings[1].weight]
+        )
+        is_point = (labels != -1).unsqueeze(-1)
+        return torch.where(is_point, pe, 0.0) + table[(labels + 1).clamp(0, 2).long()]
+
+    def _embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
+        corners = (boxes + 0.5).reshape(-1, 2, 2)
+        pe = self.pe_layer.forward_with_coords(corners, self.input_image_size)
+        return pe + torch.cat([self.point_embeddings[2].weight, self.point_embeddings[3].weight])
+
+    def _batch_size(self, points, boxes, masks) -> int:
+        if points is not None:
+            return points[0].shape[0]
+        if boxes is not None:
+            return boxes.shape[0]
+        if masks is not None:
+            return masks.shape[0]
+        return 1
+
+    def forward(
+        self,
+        points: tuple[torch.Tensor, torch.Tensor] | None,
+        boxes: torch.Tensor | None,
+        masks: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns sparse (B, N, C) and dense (B, C, h, w) embeddings."""
+        bs = self._batch_size(points, boxes, masks)
+        device = self.point_embeddings[0].weight.device
+        sparse = [torch.empty((bs, 0, self.embed_dim), device=device)]
+        if points is not None:
+            sparse.append(self._embed_points(points[0], points[1], pad=boxes is None))
+        if boxes is not None:
+            sparse.append(self._embed_boxes(boxes))
+        sparse_embeddings = torch.cat(sparse, dim=1)
+        if masks is not None:
+            dense = self.mask_downscaling(masks)
+        else:
+            h, w = self.image_embedding_size
+            dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(bs, -1, h, w)
+        return sparse_embeddings, dense

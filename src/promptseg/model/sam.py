@@ -1,0 +1,74 @@
+"""The whole model: pixel normalisation and padding in, mask decoding, resizing out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+class Sam(nn.Module):
+    mask_threshold: float = 0.0
+    image_format: str = "RGB"
+
+    def __init__(
+        self,
+        image_encoder: nn.Module,
+        prompt_encoder: nn.Module,
+        mask_decoder: nn.Module,
+        pixel_mean: tuple[float, float, float] = PIXEL_MEAN,
+        pixel_std: tuple[float, float, float] = PIXEL_STD,
+    ) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    @property
+    def img_size(self) -> int:
+        return self.image_encoder.img_size
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise a (B, 3, h, w) image with h, w <= img_size and pad it to a square."""
+        x = (x - self.pixel_mean) / self.pixel_std
+        h, w = x.shape[-2:]
+        return F.pad(x, (0, self.img_size - w, 0, self.img_size - h))
+
+    def postprocess_masks(
+        self, masks: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
+    ) -> torch.Tensor:
+        """Low-res logits (B, M, 4h, 4w) -> logits at the original image size."""
+        masks = F.interpolate(masks, (self.img_size, self.img_size), mode="bilinear", align_corners=False)
+        masks = masks[..., : input_size[0], : input_size[1]]
+        return F.interpolate(masks, original_size, mode="bilinear", align_corners=False)
+
+    @torch.no_grad()
+    def forward(self, batched_input: list[dict[str, Any]], multimask_output: bool) -> list[dict[str, torch.Tensor]]:
+        """Batched end-to-end prediction, with the same input/output records as SAM's release:
+        each input has `image` (3, h, w) already resized, `original_size`, and optionally
+        `point_coords`, `point_labels`, `boxes`, `mask_inputs` in the resized frame."""
+        images = torch.stack([self.preprocess(rec["image"][None])[0] for rec in batched_input])
+        embeddings = self.image_encoder(images)
+        outputs = []
+        for rec, emb in zip(batched_input, embeddings):
+            points = (rec["point_coords"], rec["point_labels"]) if "point_coords" in rec else None
+            sparse, dense = self.prompt_encoder(points, rec.get("boxes"), rec.get("mask_inputs"))
+            low_res, iou = self.mask_decoder(
+                emb[None], self.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output
+            )
+            masks = self.postprocess_masks(low_res, tuple(rec["image"].shape[-2:]), tuple(rec["original_size"]))
+            outputs.append(
+                {"masks": masks > self.mask_threshold, "iou_predictions": iou, "low_res_logits": low_res}
+            )
+        return outputs

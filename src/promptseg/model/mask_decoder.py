@@ -192,11 +192,28 @@ class MaskDecoder(nn.Module):
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
 
-        c, h, w = self.transformer_dim, image_embeddings.shape[2], image_embeddings.shape[3]
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(-1, c, h, w))
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )
-        bu, cu, hu, wu = upscaled.shape
-        masks = (hyper_in @ upscaled.reshape(bu, cu, hu * wu)).reshape(-1, self.num_mask_tokens, hu, wu)
-        return masks, self.iou_prediction_head(iou_token_out)
+        h, w = image_embeddings.shape[2], image_embeddings.shape[3]
+        return self._upscale_masks(src, hyper_in, h, w), self.iou_prediction_head(iou_token_out)
+
+    def _upscale_masks(self, src: torch.Tensor, hyper_in: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Image tokens (B, h*w, C) and per-mask weights (B, M, C/8) -> mask logits (B, M, 4h, 4w).
+
+        Each stride-2, 2x2 transposed convolution maps one pixel to its own 2x2 block, so it is
+        a matrix product per pixel. Pixels stay in token order (sub-pixel offsets as extra axes)
+        through both upscalings, the norm, the activations and the per-mask dot products; only
+        the final (B, M, 4h, 4w) logits are rearranged into image order.
+        """
+        up1, norm, act1, up2, act2 = self.output_upscaling
+        b, m = src.shape[0], hyper_in.shape[1]
+        w1 = up1.weight.permute(0, 2, 3, 1).reshape(up1.in_channels, -1)  # (C, 2*2*C/4)
+        x = (src @ w1).view(b, h * w * 4, up1.out_channels) + up1.bias
+        x = act1(F.layer_norm(x, (up1.out_channels,), norm.weight, norm.bias, norm.eps))
+        w2 = up2.weight.permute(0, 2, 3, 1).reshape(up2.in_channels, -1)  # (C/4, 2*2*C/8)
+        x = act2((x @ w2).view(b, h * w * 16, up2.out_channels) + up2.bias)
+        masks = x @ hyper_in.transpose(1, 2)  # (B, pixels in token order, M)
+        # token order is (i, j, di, dj, ei, ej); image row = 4i + 2di + ei, column = 4j + 2dj + ej
+        masks = masks.view(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return masks.reshape(b, m, 4 * h, 4 * w)

@@ -28,8 +28,16 @@ class Sam(nn.Module):
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
+        self.pixel_stats = (tuple(pixel_mean), tuple(pixel_std))
+        self.model_type: str | None = None
+        self.reset_pixel_buffers()
+
+    def reset_pixel_buffers(self) -> None:
+        """(Re)create the unsaved mean/std buffers, e.g. after building on the meta device."""
+        weight = next(self.parameters())
+        device = torch.device("cpu") if weight.is_meta else weight.device
+        for name, values in zip(("pixel_mean", "pixel_std"), self.pixel_stats):
+            self.register_buffer(name, torch.tensor(values, device=device).view(-1, 1, 1), persistent=False)
 
     @property
     def device(self) -> torch.device:
@@ -48,8 +56,20 @@ class Sam(nn.Module):
     def postprocess_masks(
         self, masks: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
     ) -> torch.Tensor:
-        """Low-res logits (B, M, 4h, 4w) -> logits at the original image size."""
-        masks = F.interpolate(masks, (self.img_size, self.img_size), mode="bilinear", align_corners=False)
+        """Low-res logits (B, M, 4h, 4w) -> logits at the original image size.
+
+        Upsamples to the padded input square, keeps the unpadded part, resizes that to the
+        original size. The first step only reads the low-res rows/columns the kept part needs:
+        with the same scale, bilinear sampling gives identical values.
+        """
+        factor = self.img_size / masks.shape[-1]
+        if factor == int(factor) and masks.shape[-1] == masks.shape[-2]:
+            f = int(factor)
+            rows = min(masks.shape[-2], -(-input_size[0] // f) + 1)
+            cols = min(masks.shape[-1], -(-input_size[1] // f) + 1)
+            masks = F.interpolate(masks[..., :rows, :cols], scale_factor=f, mode="bilinear", align_corners=False)
+        else:
+            masks = F.interpolate(masks, (self.img_size, self.img_size), mode="bilinear", align_corners=False)
         masks = masks[..., : input_size[0], : input_size[1]]
         return F.interpolate(masks, original_size, mode="bilinear", align_corners=False)
 

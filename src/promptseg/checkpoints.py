@@ -1,0 +1,289 @@
+"""Known weights, the download cache, and loading/validating state dicts."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import sys
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from .model import CONFIGS, Sam, get_config
+
+OFFICIAL_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+
+
+@dataclass(frozen=True)
+class KnownWeights:
+    model_type: str
+    filename: str
+    size: int
+    sha256: str
+
+    @property
+    def url(self) -> str:
+        return OFFICIAL_BASE_URL + self.filename
+
+
+# Meta publishes no checksums; these sizes and hashes agree across independent mirrors.
+OFFICIAL_WEIGHTS: dict[str, KnownWeights] = {
+    "vit_h": KnownWeights(
+        "vit_h", "sam_vit_h_4b8939.pth", 2_564_550_879,
+        "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+    ),
+    "vit_l": KnownWeights(
+        "vit_l", "sam_vit_l_0b3195.pth", 1_249_524_607,
+        "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+    ),
+    "vit_b": KnownWeights(
+        "vit_b", "sam_vit_b_01ec64.pth", 375_042_383,
+        "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """Where downloaded weights live: $PROMPTSEG_HOME, else the platform's user cache."""
+    env = os.environ.get("PROMPTSEG_HOME")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("promptseg"))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _progress(total: int, start: int, label: str, quiet: bool):
+    """A rich progress bar on a terminal; None when quiet or piped."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                   TransferSpeedColumn(), transient=True)
+    bar.start()
+    task = bar.add_task(label, total=total, completed=start)
+    return bar, task
+
+
+def download(
+    model_type: str,
+    dest_dir: str | os.PathLike | None = None,
+    url: str | None = None,
+    quiet: bool = False,
+    timeout: float = 60.0,
+) -> Path:
+    """Fetch an official checkpoint into the cache, resuming a partial file, and verify it.
+
+    The file is checked against its known size and SHA-256; a mismatching file is removed
+    and ValueError raised. `url` overrides the published address (a mirror)."""
+    if model_type not in OFFICIAL_WEIGHTS:
+        raise ValueError(f"no official weights for {model_type!r}; choose one of {', '.join(OFFICIAL_WEIGHTS)}")
+    known = OFFICIAL_WEIGHTS[model_type]
+    dest = Path(dest_dir) if dest_dir is not None else cache_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    final = dest / known.filename
+    if final.exists() and final.stat().st_size == known.size:
+        if _sha256(final) == known.sha256:
+            return final
+        final.unlink()
+    part = final.with_name(final.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    if have > known.size:
+        part.unlink()
+        have = 0
+    if have < known.size:
+        _fetch(url or known.url, part, have, known.size, quiet, timeout)
+    size = part.stat().st_size
+    if size < known.size:  # the server closed the connection early; keep what we have
+        raise ConnectionError(
+            f"download of {known.filename} was interrupted at {size} of {known.size} bytes; "
+            "run the same command again to resume"
+        )
+    if size != known.size:
+        part.unlink()
+        raise ValueError(
+            f"downloaded {known.filename} has {size} bytes, expected {known.size}; removed it, try again"
+        )
+    digest = _sha256(part)
+    if digest != known.sha256:
+        part.unlink()
+        raise ValueError(
+            f"downloaded {known.filename} has SHA-256 {digest}, expected {known.sha256}; "
+            "the file was corrupt or not the official one and was removed"
+        )
+    os.replace(part, final)
+    return final
+
+
+def _fetch(url: str, part: Path, have: int, total: int, quiet: bool, timeout: float) -> None:
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # the server says there is nothing past what we have
+            return
+        raise ConnectionError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise ConnectionError(f"cannot reach {url} ({exc}); check the network or pass a mirror URL") from None
+    with response:
+        if have and response.status != 206:  # no range support: start over
+            have = 0
+        mode = "ab" if have else "wb"
+        bar = _progress(total, have, part.name.removesuffix(".part"), quiet)
+        try:
+            with open(part, mode) as f:
+                while True:
+                    try:
+                        chunk = response.read(1 << 20)
+                    except OSError as exc:
+                        raise ConnectionError(
+                            f"download of {url} was interrupted ({exc}); run it again to resume"
+                        ) from None
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    if bar:
+                        bar[0].update(bar[1], advance=len(chunk))
+        finally:
+            if bar:
+                bar[0].stop()
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a checkpoint (.pth/.pt through torch's safe loader, or .safetensors) as a state dict."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a folder; pass the .pth or .safetensors file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {path} is empty (0 bytes); download it again")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ValueError(f"checkpoint {path} is truncated or corrupt ({exc}); download it again") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
+            raise ValueError(
+                f"checkpoint {path} holds Python objects beyond tensors, which are not loaded for safety; "
+                "save a plain state dict (model.state_dict())"
+            ) from None
+        raise ValueError(f"checkpoint {path} is truncated or corrupt ({exc}); download it again") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ValueError(f"checkpoint {path} is truncated or corrupt ({exc}); download it again") from None
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]  # training checkpoints that wrap the weights
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path} is not a state dict (a mapping of names to tensors); got {type(obj).__name__}")
+    return obj
+
+
+@lru_cache(maxsize=None)
+def expected_shapes(model_type: str) -> dict[str, tuple[int, ...]]:
+    """Parameter names and shapes a configuration expects, built without allocating weights."""
+    with torch.device("meta"):
+        model = get_config(model_type).build()
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def detect_model_type(state_dict: dict[str, torch.Tensor]) -> str | None:
+    """The configuration whose names and shapes the state dict matches exactly, else None."""
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
+    for name in CONFIGS:
+        if expected_shapes(name) == shapes:
+            return name
+    return None
+
+
+def _closest_type(state_dict: dict[str, torch.Tensor]) -> str:
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
+
+    def score(name: str) -> float:
+        exp = expected_shapes(name)
+        hits = sum(1 for k, s in shapes.items() if exp.get(k) == s)
+        return hits / max(len(exp), len(shapes))
+
+    return max(CONFIGS, key=score)
+
+
+def check_state_dict(state_dict: dict[str, torch.Tensor], model_type: str, source: str = "checkpoint") -> None:
+    """Raise ValueError naming every way the state dict does not fit `model_type`."""
+    expected = expected_shapes(model_type)
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state_dict) if tuple(state_dict[k].shape) != expected[k])
+    if not (missing or unexpected or wrong):
+        return
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+    if wrong:
+        k = wrong[0]
+        problems.append(
+            f"{len(wrong)} shape mismatches (e.g. {k}: {tuple(state_dict[k].shape)} vs {expected[k]})"
+        )
+    looks = detect_model_type(state_dict) or _closest_type(state_dict)
+    hint = f"; it looks like a {looks} checkpoint" if looks != model_type else ""
+    raise ValueError(f"{source} does not fit {model_type}: " + "; ".join(problems) + hint)
+
+
+def build_model(
+    model_type: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> Sam:
+    """Build a named model; with `checkpoint`, load its weights (strict) and detect the type if not given."""
+    if checkpoint is None:
+        if model_type is None:
+            raise ValueError("name a model type (vit_b, vit_l, vit_h) or pass a checkpoint to load")
+        model = get_config(model_type).build()
+        model.model_type = model_type
+        return model.to(device).eval()
+    state_dict = load_state_dict(checkpoint)
+    if model_type is None:
+        model_type = detect_model_type(state_dict)
+        if model_type is None:
+            check_state_dict(state_dict, _closest_type(state_dict), f"checkpoint {checkpoint}")
+    else:
+        get_config(model_type)
+        check_state_dict(state_dict, model_type, f"checkpoint {checkpoint}")
+    with torch.device("meta"):
+        model = get_config(model_type).build()
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    model.reset_pixel_buffers()  # unsaved buffers were built on meta
+    model.model_type = model_type
+    return model.to(device).eval()
+
+
+def save_weights(model: Sam, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """Save our own weights as safetensors, with string metadata (model type, provenance)."""
+    from safetensors.torch import save_file
+
+    from .io import atomic_path
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata or {})

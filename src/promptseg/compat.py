@@ -1,0 +1,31 @@
+"""Names of Meta's `segment_anything` package, so an existing script only changes its import:
+
+    from promptseg.compat import sam_model_registry, SamPredictor
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from .checkpoints import build_model
+from .predictor import Predictor as SamPredictor
+from .transforms import ResizeLongestSide
+
+
+def _builder(model_type: str, checkpoint=None):
+    return build_model(model_type, checkpoint=checkpoint)
+
+
+build_sam_vit_h = partial(_builder, "vit_h")
+build_sam_vit_l = partial(_builder, "vit_l")
+build_sam_vit_b = partial(_builder, "vit_b")
+build_sam = build_sam_vit_h
+
+sam_model_registry = {
+    "default": build_sam_vit_h,
+    "vit_h": build_sam_vit_h,
+    "vit_l": build_sam_vit_l,
+    "vit_b": build_sam_vit_b,
+}
+
+__all__ = ["ResizeLongestSide", "SamPredictor", "build_sam", "sam_model_registry"]

@@ -1,0 +1,173 @@
+"""Reading images (EXIF orientation, modes, bit depths) and writing masks and overlays."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Iterator, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+
+def sample_image_path(name: str = "coffee.png") -> Path:
+    """Path of a photo bundled with the package (`coffee.png`, `chelsea.png`)."""
+    path = Path(str(resources.files("promptseg") / "data" / "samples" / name))
+    if not path.is_file():
+        raise FileNotFoundError(f"no bundled sample named {name!r}; try 'coffee.png' or 'chelsea.png'")
+    return path
+
+
+def _pil_to_rgb(img: Image.Image) -> np.ndarray:
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img).astype(np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    if img.mode == "RGB":
+        return np.asarray(img).copy()
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # Transparent pixels are composited on white, as image viewers show them.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB")).copy()
+    return np.asarray(img.convert("RGB")).copy()
+
+
+def array_to_rgb(arr: np.ndarray) -> np.ndarray:
+    """Normalise an array image to HxWx3 uint8 RGB (gray, RGBA, 16-bit and [0,1] floats accepted)."""
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"expected a numpy array image, got {type(arr).__name__}")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ValueError(
+            f"image array has shape {arr.shape}; expected HxW (gray), HxWx3 (RGB) or HxWx4 (RGBA)"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"image array has shape {arr.shape}: it is empty")
+    if arr.dtype == np.uint8:
+        pass
+    elif arr.dtype == np.uint16:
+        arr = ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    elif arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+            raise ValueError("a float image must hold finite values in [0, 1]; scale it or pass uint8")
+        arr = (arr * 255.0 + 0.5).astype(np.uint8)
+    else:
+        raise ValueError(f"image array has dtype {arr.dtype}; pass uint8 (or uint16, or float in [0, 1])")
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    elif arr.shape[2] == 4:
+        alpha = arr[:, :, 3:4].astype(np.float32) / 255.0
+        arr = (arr[:, :, :3] * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+def read_image(source: ImageLike) -> np.ndarray:
+    """Read a path, PIL image or array into an HxWx3 uint8 RGB array, upright per its EXIF tag."""
+    if isinstance(source, np.ndarray):
+        return array_to_rgb(source)
+    if isinstance(source, Image.Image):
+        return _pil_to_rgb(source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise ValueError(f"cannot read an image from a {type(source).__name__}; pass a path, PIL image or array")
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"image file not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not an image file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return _pil_to_rgb(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"cannot read {path} as an image ({exc}); is it a complete image file?") from None
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_mask_png(mask: np.ndarray, path: str | os.PathLike) -> None:
+    """Write a boolean HxW mask as an 8-bit PNG (0 background, 255 object)."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"a mask to write must be HxW, got shape {mask.shape}")
+    with atomic_path(path) as tmp:
+        Image.fromarray((mask > 0).astype(np.uint8) * 255, mode="L").save(tmp, format="PNG")
+
+
+def mask_colors(n: int, seed: int = 0) -> np.ndarray:
+    """n distinct, saturated colours (n x 3 uint8), the first a clear blue."""
+    golden = 0.618033988749895
+    hues = (0.6 + np.arange(n) * golden) % 1.0
+    rng = np.random.default_rng(seed)
+    sat = 0.65 + 0.3 * rng.random(n) if n > 1 else np.array([0.8])
+    hsv = np.stack([hues, sat, np.full(n, 0.95)], axis=1)
+    img = Image.fromarray((hsv[None] * 255).astype(np.uint8), mode="HSV").convert("RGB")
+    return np.asarray(img)[0]
+
+
+def overlay(
+    image: np.ndarray,
+    masks: np.ndarray | list[np.ndarray],
+    alpha: float = 0.5,
+    colors: np.ndarray | None = None,
+    points: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    boxes: np.ndarray | None = None,
+) -> np.ndarray:
+    """Draw masks (each in its own colour, with an outline) and prompts over an RGB image."""
+    import cv2
+
+    out = np.asarray(image).astype(np.float32).copy()
+    masks = [np.asarray(m, dtype=bool) for m in (masks if isinstance(masks, list) else list(masks))]
+    colors = mask_colors(len(masks)) if colors is None else np.asarray(colors)
+    # Largest first so small masks stay visible on top.
+    order = sorted(range(len(masks)), key=lambda i: -int(masks[i].sum()))
+    for i in order:
+        m = masks[i]
+        out[m] = out[m] * (1 - alpha) + colors[i].astype(np.float32) * alpha
+    out = out.clip(0, 255).astype(np.uint8)
+    for i in order:
+        contours, _ = cv2.findContours(masks[i].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, tuple(int(c) for c in colors[i]), 1)
+    scale = max(2, round(max(out.shape[:2]) / 200))
+    if boxes is not None:
+        for box in np.asarray(boxes, dtype=float).reshape(-1, 4):
+            x0, y0, x1, y1 = (int(round(v)) for v in box)
+            cv2.rectangle(out, (x0, y0), (x1, y1), (0, 255, 0), max(1, scale // 2))
+    if points is not None:
+        labels = np.ones(len(points), int) if labels is None else np.asarray(labels)
+        for (x, y), lab in zip(np.asarray(points, dtype=float).reshape(-1, 2), labels.reshape(-1)):
+            color = (0, 220, 0) if lab == 1 else (230, 0, 0)
+            cv2.circle(out, (int(round(x)), int(round(y))), scale * 2, (255, 255, 255), -1)
+            cv2.circle(out, (int(round(x)), int(round(y))), int(scale * 1.5), color, -1)
+    return out
+
+
+def write_image(image: np.ndarray, path: str | os.PathLike) -> None:
+    """Write an RGB uint8 array; the format follows the file extension."""
+    with atomic_path(path) as tmp:
+        fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format=fmt)

@@ -1,0 +1,147 @@
+"""Parity with the reference implementation (segment-anything 1.0) on the same random
+weights and a real photo: embeddings, low-res logits, IoU predictions and final masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import agreement, assert_close_scaled
+
+from promptseg import Predictor
+
+H, W = 400, 600  # coffee.png
+
+PROMPTS = {
+    "one point": dict(point_coords=np.array([[300.0, 200.0]]), point_labels=np.array([1])),
+    "points with negatives": dict(
+        point_coords=np.array([[300.0, 200.0], [120.0, 80.0], [450.0, 330.0], [520.0, 60.0]]),
+        point_labels=np.array([1, 0, 1, 0]),
+    ),
+    "box": dict(box=np.array([150.0, 60.0, 470.0, 380.0])),
+    "box and points": dict(
+        box=np.array([150.0, 60.0, 470.0, 380.0]),
+        point_coords=np.array([[300.0, 200.0], [200.0, 100.0]]),
+        point_labels=np.array([1, 0]),
+    ),
+}
+
+
+def _compare(ref_pred, our_pred, kwargs, multimask):
+    r_masks, r_scores, r_low = ref_pred.predict(**kwargs, multimask_output=multimask)
+    o_masks, o_scores, o_low = our_pred.predict(**kwargs, multimask_output=multimask)
+    assert o_masks.shape == r_masks.shape and o_masks.dtype == r_masks.dtype == bool
+    assert_close_scaled(torch.from_numpy(o_low), torch.from_numpy(r_low))
+    assert_close_scaled(torch.from_numpy(o_scores), torch.from_numpy(r_scores))
+    assert agreement(o_masks, r_masks) >= 0.9999
+    # logits at full size too
+    r_logits = ref_pred.predict(**kwargs, multimask_output=multimask, return_logits=True)[0]
+    o_logits = our_pred.predict(**kwargs, multimask_output=multimask, return_logits=True)[0]
+    assert_close_scaled(torch.from_numpy(o_logits), torch.from_numpy(r_logits))
+    return r_low
+
+
+@pytest.fixture(scope="module")
+def small_predictors(small_pair, photo):
+    from segment_anything import SamPredictor
+
+    ref = SamPredictor(small_pair[0])
+    ref.set_image(photo)
+    ours = Predictor(small_pair[1])
+    ours.set_image(photo)
+    return ref, ours
+
+
+@pytest.fixture(scope="module")
+def vit_b_predictors(vit_b_pair, photo):
+    from segment_anything import SamPredictor
+
+    ref = SamPredictor(vit_b_pair[0])
+    ref.set_image(photo)
+    ours = Predictor(vit_b_pair[1])
+    ours.set_image(photo)
+    return ref, ours
+
+
+def test_small_embedding_matches(small_predictors):
+    ref, ours = small_predictors
+    assert_close_scaled(ours.features, ref.features)
+    assert ours.original_size == ref.original_size and ours.input_size == ref.input_size
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+@pytest.mark.parametrize("prompt", list(PROMPTS))
+def test_small_prompts_match(small_predictors, prompt, multimask):
+    _compare(*small_predictors, PROMPTS[prompt], multimask)
+
+
+def test_vit_b_embedding_matches(vit_b_predictors):
+    ref, ours = vit_b_predictors
+    assert ours.features.shape == (1, 256, 64, 64)
+    assert_close_scaled(ours.features, ref.features)
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+@pytest.mark.parametrize("prompt", list(PROMPTS))
+def test_vit_b_prompts_match(vit_b_predictors, prompt, multimask):
+    _compare(*vit_b_predictors, PROMPTS[prompt], multimask)
+
+
+def test_vit_b_mask_input_refinement_matches(vit_b_predictors):
+    ref, ours = vit_b_predictors
+    first = PROMPTS["one point"]
+    low = ref.predict(**first, multimask_output=True)[2]
+    best = low[np.argmax(ref.predict(**first, multimask_output=True)[1])][None]
+    refine = dict(
+        point_coords=np.array([[300.0, 200.0], [140.0, 300.0]]), point_labels=np.array([1, 0]), mask_input=best
+    )
+    for multimask in (True, False):
+        _compare(ref, ours, refine, multimask)
+    # a mask alone is a prompt too
+    _compare(ref, ours, dict(mask_input=best), False)
+
+
+def test_vit_b_batched_boxes_match_reference_predict_torch(vit_b_predictors):
+    ref, ours = vit_b_predictors
+    boxes = np.array([[150.0, 60.0, 470.0, 380.0], [10.0, 10.0, 200.0, 150.0], [380.0, 200.0, 600.0, 400.0]])
+    with torch.no_grad():
+        tb = ref.transform.apply_boxes_torch(torch.as_tensor(boxes, dtype=torch.float), ref.original_size)
+        r_masks, r_iou, r_low = ref.predict_torch(None, None, boxes=tb, multimask_output=False)
+    o_masks, o_iou, o_low = ours.predict(box=boxes, multimask_output=False)
+    assert o_masks.shape == (3, 1, H, W)
+    assert_close_scaled(torch.from_numpy(o_low), r_low)
+    assert_close_scaled(torch.from_numpy(o_iou), r_iou)
+    assert agreement(torch.from_numpy(o_masks), r_masks) >= 0.9999
+
+
+def test_compat_script_runs_unchanged(vit_b_checkpoint, vit_b_predictors, photo):
+    """A script written for Meta's package, with only its import line changed."""
+    from promptseg.compat import SamPredictor, sam_model_registry
+
+    sam = sam_model_registry["vit_b"](checkpoint=str(vit_b_checkpoint))
+    predictor = SamPredictor(sam)
+    predictor.set_image(photo)
+    masks, scores, logits = predictor.predict(
+        point_coords=np.array([[300, 200]]), point_labels=np.array([1]), multimask_output=True
+    )
+    ref = vit_b_predictors[0]
+    r_masks, r_scores, _ = ref.predict(point_coords=np.array([[300, 200]]), point_labels=np.array([1]))
+    assert masks.shape == (3, H, W) and logits.shape == (3, 256, 256)
+    assert agreement(masks, r_masks) >= 0.9999
+    np.testing.assert_allclose(scores, r_scores, rtol=1e-4, atol=1e-4)
+
+
+def test_reference_model_forward_matches(small_pair, photo):
+    """Sam.forward (the batched, whole-model call) against the reference's."""
+    ref, ours = small_pair
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    t = ResizeLongestSide(1024)
+    img = torch.as_tensor(t.apply_image(photo)).permute(2, 0, 1).contiguous()
+    box = torch.as_tensor(t.apply_boxes(np.array([[150.0, 60.0, 470.0, 380.0]]), photo.shape[:2]), dtype=torch.float)
+    batch = [{"image": img, "original_size": photo.shape[:2], "boxes": box}]
+    with torch.no_grad():
+        r = ref(batch, multimask_output=True)[0]
+        o = ours(batch, multimask_output=True)[0]
+    assert_close_scaled(o["low_res_logits"], r["low_res_logits"])
+    assert agreement(o["masks"], r["masks"]) >= 0.9999

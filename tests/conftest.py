@@ -11,7 +11,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import randomize_  # noqa: E402
-
 from promptseg import Predictor, build_model, read_image, sample_image_path  # noqa: E402
 from promptseg.model import ViTConfig  # noqa: E402
 
@@ -23,19 +22,33 @@ def reference_small():
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
     enc = ImageEncoderViT(
-        depth=SMALL.depth, embed_dim=SMALL.embed_dim, img_size=1024, mlp_ratio=4,
-        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=SMALL.num_heads, patch_size=16,
-        qkv_bias=True, use_rel_pos=True, global_attn_indexes=SMALL.global_attn_indexes, window_size=14,
+        depth=SMALL.depth,
+        embed_dim=SMALL.embed_dim,
+        img_size=1024,
+        mlp_ratio=4,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        num_heads=SMALL.num_heads,
+        patch_size=16,
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=SMALL.global_attn_indexes,
+        window_size=14,
         out_chans=256,
     )
     return Sam(
         image_encoder=enc,
-        prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024),
-                                     mask_in_chans=16),
-        mask_decoder=MaskDecoder(num_multimask_outputs=3,
-                                 transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-                                 transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256),
-        pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375],
+        prompt_encoder=PromptEncoder(
+            embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+            transformer_dim=256,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
     ).eval()
 
 

@@ -224,7 +224,9 @@ def test_download_cli_error_is_one_line(tmp_path, payload):
     with _Server(payload) as server:
         out = subprocess.run(
             [sys.executable, "-m", "promptseg.cli", "download", "vit_b", "--dest", str(tmp_path), "--url", server.url],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     assert out.returncode == 1
     assert out.stderr.startswith("error: ") and len(out.stderr.strip().splitlines()) == 1

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import agreement, assert_close_scaled
 
+from helpers import agreement, assert_close_scaled
 from promptseg import Predictor
 
 H, W = 400, 600  # coffee.png

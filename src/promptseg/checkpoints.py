@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -35,15 +35,21 @@ class KnownWeights:
 # Meta publishes no checksums; these sizes and hashes agree across independent mirrors.
 OFFICIAL_WEIGHTS: dict[str, KnownWeights] = {
     "vit_h": KnownWeights(
-        "vit_h", "sam_vit_h_4b8939.pth", 2_564_550_879,
+        "vit_h",
+        "sam_vit_h_4b8939.pth",
+        2_564_550_879,
         "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
     ),
     "vit_l": KnownWeights(
-        "vit_l", "sam_vit_l_0b3195.pth", 1_249_524_607,
+        "vit_l",
+        "sam_vit_l_0b3195.pth",
+        1_249_524_607,
         "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
     ),
     "vit_b": KnownWeights(
-        "vit_b", "sam_vit_b_01ec64.pth", 375_042_383,
+        "vit_b",
+        "sam_vit_b_01ec64.pth",
+        375_042_383,
         "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
     ),
 }
@@ -73,8 +79,9 @@ def _progress(total: int, start: int, label: str, quiet: bool):
         return None
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-    bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                   TransferSpeedColumn(), transient=True)
+    bar = Progress(
+        "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), transient=True
+    )
     bar.start()
     task = bar.add_task(label, total=total, completed=start)
     return bar, task
@@ -116,9 +123,7 @@ def download(
         )
     if size != known.size:
         part.unlink()
-        raise ValueError(
-            f"downloaded {known.filename} has {size} bytes, expected {known.size}; removed it, try again"
-        )
+        raise ValueError(f"downloaded {known.filename} has {size} bytes, expected {known.size}; removed it, try again")
     digest = _sha256(part)
     if digest != known.sha256:
         part.unlink()
@@ -199,7 +204,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
-@lru_cache(maxsize=None)
+@cache
 def expected_shapes(model_type: str) -> dict[str, tuple[int, ...]]:
     """Parameter names and shapes a configuration expects, built without allocating weights."""
     with torch.device("meta"):
@@ -242,9 +247,7 @@ def check_state_dict(state_dict: dict[str, torch.Tensor], model_type: str, sourc
         problems.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
     if wrong:
         k = wrong[0]
-        problems.append(
-            f"{len(wrong)} shape mismatches (e.g. {k}: {tuple(state_dict[k].shape)} vs {expected[k]})"
-        )
+        problems.append(f"{len(wrong)} shape mismatches (e.g. {k}: {tuple(state_dict[k].shape)} vs {expected[k]})")
     looks = detect_model_type(state_dict) or _closest_type(state_dict)
     hint = f"; it looks like a {looks} checkpoint" if looks != model_type else ""
     raise ValueError(f"{source} does not fit {model_type}: " + "; ".join(problems) + hint)

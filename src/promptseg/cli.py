@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional
 
 import typer
 
@@ -51,7 +51,7 @@ def _parse_floats(text: str, n: tuple[int, ...], what: str) -> list[float]:
     return values
 
 
-def resolve_model(model: Optional[str], checkpoint: Optional[Path]):
+def resolve_model(model: str | None, checkpoint: Path | None):
     """Build the model the options name; a named type without a checkpoint uses the cached
     official weights."""
     from .checkpoints import OFFICIAL_WEIGHTS, build_model, cache_dir
@@ -77,12 +77,16 @@ def resolve_model(model: Optional[str], checkpoint: Optional[Path]):
 @app.command()
 def segment(
     image: Path = typer.Argument(..., help="Image file to segment."),
-    point: List[str] = typer.Option([], "--point", "-p", help="X,Y[,LABEL] in pixels; LABEL 1 foreground (default), 0 background. Repeatable."),
-    box: Optional[str] = typer.Option(None, "--box", "-b", help="X0,Y0,X1,Y1 in pixels."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model type: vit_b, vit_l, vit_h."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Weights file (.pth or .safetensors)."),
+    point: list[str] = typer.Option(
+        [], "--point", "-p", help="X,Y[,LABEL] in pixels; LABEL 1 foreground (default), 0 background. Repeatable."
+    ),
+    box: str | None = typer.Option(None, "--box", "-b", help="X0,Y0,X1,Y1 in pixels."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model type: vit_b, vit_l, vit_h."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file (.pth or .safetensors)."),
     output: Path = typer.Option(Path("mask.png"), "--output", "-o", help="Mask PNG to write."),
-    overlay_path: Optional[Path] = typer.Option(None, "--overlay", help="Also write a picture of the mask over the image."),
+    overlay_path: Path | None = typer.Option(
+        None, "--overlay", help="Also write a picture of the mask over the image."
+    ),
     multimask: bool = typer.Option(False, "--multimask", help="Write all three candidate masks (OUTPUT_0.png ...)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (files, scores, areas) on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
@@ -91,7 +95,7 @@ def segment(
     import numpy as np
 
     from .io import overlay, read_image, write_image, write_mask_png
-    from .predictor import Predictor
+    from .predictor import Predictor, check_prompts
 
     try:
         points = [_parse_floats(p, (2, 3), "--point") for p in point]
@@ -99,6 +103,10 @@ def segment(
         if not points and box_values is None:
             raise UserError("give at least one --point X,Y or a --box X0,Y0,X1,Y1")
         rgb = read_image(image)
+        coords = np.array([p[:2] for p in points]) if points else None
+        labels = np.array([int(p[2]) if len(p) == 3 else 1 for p in points]) if points else None
+        box_arr = np.array(box_values) if box_values else None
+        check_prompts(rgb.shape[:2], coords, labels, box_arr)  # fail before the slow part
         with _status("loading model", quiet):
             sam = resolve_model(model, checkpoint)
         predictor = Predictor(sam)
@@ -106,9 +114,6 @@ def segment(
         with _status(f"embedding {image.name}", quiet):
             predictor.set_image(rgb)
         t_embed = time.perf_counter() - t0
-        coords = np.array([p[:2] for p in points]) if points else None
-        labels = np.array([int(p[2]) if len(p) == 3 else 1 for p in points]) if points else None
-        box_arr = np.array(box_values) if box_values else None
         # One click is ambiguous: ask for three candidates and keep the best, as SAM's demo does.
         ambiguous = len(points) == 1 and box_arr is None
         t0 = time.perf_counter()
@@ -149,8 +154,8 @@ def segment(
 @app.command()
 def download(
     model: str = typer.Argument(..., help="vit_b, vit_l or vit_h"),
-    dest: Optional[Path] = typer.Option(None, "--dest", help="Folder (default: the cache, $PROMPTSEG_HOME)."),
-    url: Optional[str] = typer.Option(None, "--url", help="Fetch from this mirror instead of the published URL."),
+    dest: Path | None = typer.Option(None, "--dest", help="Folder (default: the cache, $PROMPTSEG_HOME)."),
+    url: str | None = typer.Option(None, "--url", help="Fetch from this mirror instead of the published URL."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Fetch Meta's official checkpoint, resume a partial download, and verify size and SHA-256."""

@@ -1,6 +1,6 @@
 """Names of Meta's `segment_anything` package, so an existing script only changes its import:
 
-    from promptseg.compat import sam_model_registry, SamPredictor
+from promptseg.compat import sam_model_registry, SamPredictor
 """
 
 from __future__ import annotations

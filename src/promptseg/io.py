@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageLike = str | os.PathLike | Image.Image | np.ndarray
 
 
 def sample_image_path(name: str = "coffee.png") -> Path:
@@ -47,9 +47,7 @@ def array_to_rgb(arr: np.ndarray) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
-        raise ValueError(
-            f"image array has shape {arr.shape}; expected HxW (gray), HxWx3 (RGB) or HxWx4 (RGBA)"
-        )
+        raise ValueError(f"image array has shape {arr.shape}; expected HxW (gray), HxWx3 (RGB) or HxWx4 (RGBA)")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"image array has shape {arr.shape}: it is empty")
     if arr.dtype == np.uint8:

@@ -88,7 +88,5 @@ class Sam(nn.Module):
                 emb[None], self.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output
             )
             masks = self.postprocess_masks(low_res, tuple(rec["image"].shape[-2:]), tuple(rec["original_size"]))
-            outputs.append(
-                {"masks": masks > self.mask_threshold, "iou_predictions": iou, "low_res_logits": low_res}
-            )
+            outputs.append({"masks": masks > self.mask_threshold, "iou_predictions": iou, "low_res_logits": low_res})
         return outputs

@@ -32,10 +32,38 @@ class Attention(nn.Module):
         b, n, c = x.shape
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q = self._heads(self.q_proj(q))
-        k = self._heads(self.k_proj(k))
-        v = self._heads(self.v_proj(v))
+    def _few_queries(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Attention of a few (already projected) queries over many raw keys and values.
+
+        Instead of projecting every key and value, each head's query is carried back through
+        the key projection (q_h . (W_h k + b_h) = (W_h^T q_h) . k + const, and a per-row constant
+        does not change a softmax), and the value projection is applied after averaging
+        (softmax weights sum to 1). Same result, a fraction of the work when heads x queries is
+        smaller than the projected width."""
+        b, heads, t, d = q.shape
+        wk = self.k_proj.weight.view(heads, d, -1)  # (heads, d, C)
+        wv = self.v_proj.weight.view(heads, d, -1)
+        q_in = q @ wk  # (B, heads, T, C): queries in the raw key space
+        mixed = F.scaled_dot_product_attention(q_in, k.unsqueeze(1), v.unsqueeze(1), scale=d**-0.5)
+        out = mixed @ wv.transpose(1, 2) + self.v_proj.bias.view(heads, 1, d)  # (B, heads, T, d)
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, self.internal_dim))
+
+    def forward(
+        self,
+        q: torch.Tensor | None,
+        k: torch.Tensor | None,
+        v: torch.Tensor | None,
+        q_heads: torch.Tensor | None = None,
+        k_heads: torch.Tensor | None = None,
+        v_heads: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Attention of q over k/v, each (B, n, C); `*_heads` give an input already projected
+        and split into heads (B, heads, n, C'/heads) in place of the raw one."""
+        q = self._heads(self.q_proj(q)) if q_heads is None else q_heads
+        if k_heads is None and v_heads is None and q.shape[1] * q.shape[2] < self.internal_dim:
+            return self._few_queries(q, k, v)
+        k = self._heads(self.k_proj(k)) if k_heads is None else k_heads
+        v = self._heads(self.v_proj(v)) if v_heads is None else v_heads
         out = F.scaled_dot_product_attention(q, k, v)
         b, _, n, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, self.internal_dim))
@@ -64,9 +92,26 @@ class TwoWayAttentionBlock(nn.Module):
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.skip_first_layer_pe = skip_first_layer_pe
 
+    def prepare_keys(self, keys: torch.Tensor, key_pe: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The image-side projections of this block, which do not depend on the prompts."""
+        k = keys + key_pe
+        t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
+        return {
+            "k": k,
+            "t2i_k": t2i._heads(t2i.k_proj(k)),
+            "t2i_v": t2i._heads(t2i.v_proj(keys)),
+            "i2t_q": i2t._heads(i2t.q_proj(k)),
+        }
+
     def forward(
-        self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor, key_pe: torch.Tensor
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        query_pe: torch.Tensor,
+        key_pe: torch.Tensor,
+        prepared: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`prepared` (from `prepare_keys` on these keys) skips the image-side projections."""
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
@@ -74,13 +119,15 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
 
+        pre = prepared or {}
         q = queries + query_pe
-        k = keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
+        k = pre["k"] if prepared else keys + key_pe
+        t2i = self.cross_attn_token_to_image(q, k, keys, k_heads=pre.get("t2i_k"), v_heads=pre.get("t2i_v"))
+        queries = self.norm2(queries + t2i)
         queries = self.norm3(queries + self.mlp(queries))
 
         q = queries + query_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
+        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries, q_heads=pre.get("i2t_q")))
         return queries, keys
 
 
@@ -109,16 +156,31 @@ class TwoWayTransformer(nn.Module):
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
-    def forward(
-        self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """image_embedding (Bi, C, h, w) with Bi 1 or B; image_pe (1, C, h, w); tokens (B, T, C).
-        Returns the tokens (B, T, C) and the image tokens (B, h*w, C)."""
+    def prepare_image(self, image_embedding: torch.Tensor, image_pe: torch.Tensor) -> dict[str, object]:
+        """Prompt-independent work on one (1, C, h, w) image input, reusable for every prompt."""
         keys = image_embedding.flatten(2).transpose(1, 2)
         key_pe = image_pe.flatten(2).transpose(1, 2)
+        return {"keys": keys, "key_pe": key_pe, "first": self.layers[0].prepare_keys(keys, key_pe)}
+
+    def forward(
+        self,
+        image_embedding: torch.Tensor | None,
+        image_pe: torch.Tensor | None,
+        point_embedding: torch.Tensor,
+        prepared: dict[str, object] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """image_embedding (Bi, C, h, w) with Bi 1 or B; image_pe (1, C, h, w); tokens (B, T, C);
+        or `prepared` from `prepare_image` in place of the image inputs.
+        Returns the tokens (B, T, C) and the image tokens (B, h*w, C)."""
+        if prepared is None:
+            prepared = {
+                "keys": image_embedding.flatten(2).transpose(1, 2),
+                "key_pe": image_pe.flatten(2).transpose(1, 2),
+            }
+        keys, key_pe = prepared["keys"], prepared["key_pe"]
         queries = point_embedding
-        for layer in self.layers:
-            queries, keys = layer(queries, keys, point_embedding, key_pe)
+        for i, layer in enumerate(self.layers):
+            queries, keys = layer(queries, keys, point_embedding, key_pe, prepared.get("first") if i == 0 else None)
         q = queries + point_embedding
         k = keys + key_pe
         queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
@@ -161,13 +223,24 @@ class MaskDecoder(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
         multimask_output: bool,
+        prepared: dict[str, object] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns low-res mask logits (B, M, 4h, 4w) and IoU predictions (B, M), M = 3 or 1."""
+        """Returns low-res mask logits (B, M, 4h, 4w) and IoU predictions (B, M), M = 3 or 1.
+
+        `prepared` (from `prepare_image`) replaces the image-side work when the dense prompt is
+        the no-mask embedding, which every such prompt shares."""
         masks, iou_pred = self.predict_masks(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, prepared
         )
         sel = slice(1, None) if multimask_output else slice(0, 1)
         return masks[:, sel], iou_pred[:, sel]
+
+    def prepare_image(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, no_mask_dense: torch.Tensor):
+        """Prompt-independent decoder work for one image embedding (1, C, h, w), for prompts
+        without a mask input (whose dense embedding `no_mask_dense` they all share)."""
+        if image_embeddings.shape[0] != 1:
+            raise ValueError("prepare_image takes one image embedding (batch 1)")
+        return self.transformer.prepare_image(image_embeddings + no_mask_dense[:1], image_pe)
 
     def predict_masks(
         self,
@@ -175,6 +248,7 @@ class MaskDecoder(nn.Module):
         image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
+        prepared: dict[str, object] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All mask tokens' logits (B, 4, 4h, 4w) and IoU predictions (B, 4)."""
         b = sparse_prompt_embeddings.shape[0]
@@ -184,11 +258,13 @@ class MaskDecoder(nn.Module):
             raise ValueError(
                 f"image_embeddings has batch {image_embeddings.shape[0]}; expected 1 or {b} (one per prompt)"
             )
-        dense = dense_prompt_embeddings
-        if dense.shape[0] == b and b > 1 and dense.stride(0) == 0:
-            dense = dense[:1]  # the same no-mask embedding for every prompt: keep it shared
-        src = image_embeddings + dense
-        hs, src = self.transformer(src, image_pe, tokens)
+        if prepared is not None:
+            hs, src = self.transformer(None, None, tokens, prepared)
+        else:
+            dense = dense_prompt_embeddings
+            if dense.shape[0] == b and b > 1 and dense.stride(0) == 0:
+                dense = dense[:1]  # the same no-mask embedding for every prompt: keep it shared
+            hs, src = self.transformer(image_embeddings + dense, image_pe, tokens)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
 
@@ -209,10 +285,10 @@ class MaskDecoder(nn.Module):
         up1, norm, act1, up2, act2 = self.output_upscaling
         b, m = src.shape[0], hyper_in.shape[1]
         w1 = up1.weight.permute(0, 2, 3, 1).reshape(up1.in_channels, -1)  # (C, 2*2*C/4)
-        x = (src @ w1).view(b, h * w * 4, up1.out_channels) + up1.bias
-        x = act1(F.layer_norm(x, (up1.out_channels,), norm.weight, norm.bias, norm.eps))
+        x = torch.addmm(up1.bias.repeat(4), src.reshape(-1, src.shape[-1]), w1)
+        x = act1(F.layer_norm(x.view(b, h * w * 4, -1), (up1.out_channels,), norm.weight, norm.bias, norm.eps))
         w2 = up2.weight.permute(0, 2, 3, 1).reshape(up2.in_channels, -1)  # (C/4, 2*2*C/8)
-        x = act2((x @ w2).view(b, h * w * 16, up2.out_channels) + up2.bias)
+        x = act2(torch.addmm(up2.bias.repeat(4), x.view(-1, x.shape[-1]), w2).view(b, h * w * 16, -1))
         masks = x @ hyper_in.transpose(1, 2)  # (B, pixels in token order, M)
         # token order is (i, j, di, dj, ei, ej); image row = 4i + 2di + ei, column = 4j + 2dj + ej
         masks = masks.view(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)

@@ -1,0 +1,25 @@
+# `make demo` segments a bundled photo; `make test` runs the test suite.
+# Both create .venv with the pinned versions in requirements.txt when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/promptseg segment src/promptseg/data/samples/coffee.png --point 290,150 \
+		--model $(or $(MODEL),vit_b) -o out/coffee_mask.png --overlay out/coffee_overlay.png
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q --durations=10
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_core.py

@@ -1,0 +1,85 @@
+"""Speed of the image encoder and of one prompt: promptseg vs the reference (segment-anything
+1.0), in one process, on the same random weights and the same image. Prints medians and ratios.
+
+    .venv/bin/python benchmarks/bench_core.py [--model vit_b] [--repeat 3] [--prompts 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from helpers import randomize_  # noqa: E402
+from promptseg import Predictor, build_model, read_image, sample_image_path  # noqa: E402
+from promptseg.runtime import tune_allocator  # noqa: E402
+
+
+def median_time(fn, repeat: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
+    ap.add_argument("--repeat", type=int, default=3, help="encoder runs per implementation")
+    ap.add_argument("--prompts", type=int, default=20, help="prompt runs per implementation")
+    ap.add_argument("--size", default="1500x1000", help="WxH of the test image (a bundled photo resized)")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--default-malloc", action="store_true", help="leave glibc's allocator settings alone (both sides)")
+    args = ap.parse_args()
+
+    if not args.default_malloc:
+        tune_allocator()  # applies to the whole process: the reference gets it too
+    from segment_anything import SamPredictor, sam_model_registry
+
+    w, h = (int(v) for v in args.size.split("x"))
+    image = np.asarray(Image.fromarray(read_image(sample_image_path("coffee.png"))).resize((w, h), Image.BICUBIC))
+    torch.manual_seed(0)
+    ref_model = randomize_(sam_model_registry[args.model](), seed=1).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "random.pth"
+        torch.save(ref_model.state_dict(), ckpt)
+        ours_model = build_model(checkpoint=ckpt)
+    ref, ours = SamPredictor(ref_model), Predictor(ours_model)
+    print(f"{args.model}, {w}x{h} image, {torch.get_num_threads()} threads, torch {torch.__version__}")
+
+    results = {}
+    for name, pred in (("ours", ours), ("reference", ref)):
+        with torch.no_grad():
+            pred.set_image(image)  # warm-up
+            enc, enc_all = median_time(lambda p=pred: p.set_image(image), args.repeat)
+            rng = np.random.default_rng(0)
+            pts = [np.array([[rng.uniform(0, w), rng.uniform(0, h)]]) for _ in range(args.prompts)]
+            it = iter(pts * 2)
+            pred.predict(point_coords=pts[0], point_labels=np.array([1]))
+            prm, prm_all = median_time(
+                lambda p=pred, it=it: p.predict(point_coords=next(it), point_labels=np.array([1])), args.prompts
+            )
+        results[name] = {"encoder_s": enc, "encoder_all": enc_all, "prompt_ms": prm * 1000}
+        print(f"  {name:10s} image encoder {enc:7.2f} s   one prompt {prm * 1000:7.1f} ms", flush=True)
+    ratio_enc = results["reference"]["encoder_s"] / results["ours"]["encoder_s"]
+    ratio_prm = results["reference"]["prompt_ms"] / results["ours"]["prompt_ms"]
+    results["speedup"] = {"encoder": ratio_enc, "prompt": ratio_prm}
+    print(f"  speed-up   image encoder {ratio_enc:5.2f}x      one prompt {ratio_prm:5.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -25,15 +25,6 @@ from promptseg import Predictor, build_model, read_image, sample_image_path  # n
 from promptseg.runtime import tune_allocator  # noqa: E402
 
 
-def median_time(fn, repeat: int) -> tuple[float, list[float]]:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
@@ -59,19 +50,31 @@ def main() -> None:
     ref, ours = SamPredictor(ref_model), Predictor(ours_model)
     print(f"{args.model}, {w}x{h} image, {torch.get_num_threads()} threads, torch {torch.__version__}")
 
+    rng = np.random.default_rng(0)
+    clicks = [np.array([[rng.uniform(0, w), rng.uniform(0, h)]]) for _ in range(args.prompts)]
+    label = np.array([1])
+    preds = {"ours": ours, "reference": ref}
+    times: dict[str, dict[str, list[float]]] = {n: {"encoder": [], "prompt": []} for n in preds}
+    with torch.no_grad():
+        for pred in preds.values():  # warm-up, and the image stays set for the prompt runs
+            pred.set_image(image)
+            pred.predict(point_coords=clicks[0], point_labels=label)
+        # Interleaved, so drift in the machine's speed falls on both sides alike.
+        for _ in range(args.repeat):
+            for name, pred in preds.items():
+                t0 = time.perf_counter()
+                pred.set_image(image)
+                times[name]["encoder"].append(time.perf_counter() - t0)
+        for click in clicks:
+            for name, pred in preds.items():
+                t0 = time.perf_counter()
+                pred.predict(point_coords=click, point_labels=label)
+                times[name]["prompt"].append(time.perf_counter() - t0)
     results = {}
-    for name, pred in (("ours", ours), ("reference", ref)):
-        with torch.no_grad():
-            pred.set_image(image)  # warm-up
-            enc, enc_all = median_time(lambda p=pred: p.set_image(image), args.repeat)
-            rng = np.random.default_rng(0)
-            pts = [np.array([[rng.uniform(0, w), rng.uniform(0, h)]]) for _ in range(args.prompts)]
-            it = iter(pts * 2)
-            pred.predict(point_coords=pts[0], point_labels=np.array([1]))
-            prm, prm_all = median_time(
-                lambda p=pred, it=it: p.predict(point_coords=next(it), point_labels=np.array([1])), args.prompts
-            )
-        results[name] = {"encoder_s": enc, "encoder_all": enc_all, "prompt_ms": prm * 1000}
+    for name in preds:
+        enc = statistics.median(times[name]["encoder"])
+        prm = statistics.median(times[name]["prompt"])
+        results[name] = {"encoder_s": enc, "prompt_ms": prm * 1000, "encoder_runs_s": times[name]["encoder"]}
         print(f"  {name:10s} image encoder {enc:7.2f} s   one prompt {prm * 1000:7.1f} ms", flush=True)
     ratio_enc = results["reference"]["encoder_s"] / results["ours"]["encoder_s"]
     ratio_prm = results["reference"]["prompt_ms"] / results["ours"]["prompt_ms"]

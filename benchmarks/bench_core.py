@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -35,7 +36,9 @@ def main() -> None:
     ap.add_argument("--default-malloc", action="store_true", help="leave glibc's allocator settings alone (both sides)")
     args = ap.parse_args()
 
-    if not args.default_malloc:
+    if args.default_malloc:
+        os.environ["PROMPTSEG_NO_MALLOC_TUNING"] = "1"
+    else:
         tune_allocator()  # applies to the whole process: the reference gets it too
     from segment_anything import SamPredictor, sam_model_registry
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from functools import partial
 
 from .checkpoints import build_model
+from .everything import MaskGenerator as SamAutomaticMaskGenerator
 from .predictor import Predictor as SamPredictor
 from .transforms import ResizeLongestSide
 
@@ -28,4 +29,4 @@ sam_model_registry = {
     "vit_b": build_sam_vit_b,
 }
 
-__all__ = ["ResizeLongestSide", "SamPredictor", "build_sam", "sam_model_registry"]
+__all__ = ["ResizeLongestSide", "SamAutomaticMaskGenerator", "SamPredictor", "build_sam", "sam_model_registry"]

@@ -1,0 +1,256 @@
+"""Automatic mask generation ("segment everything"): a grid of single-point prompts over the
+image (and optionally over overlapping crops), filtered by predicted IoU and stability,
+de-duplicated by box NMS, optionally cleaned of small holes and islands.
+
+Drop-in for SAM's `SamAutomaticMaskGenerator`: the same options and record fields. The work
+after each image embedding is arranged to avoid waste: prompts share the image-side decoder
+work, and only masks that pass the IoU filter are brought to full size, one at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import masks as M
+from .io import ImageLike, read_image
+from .model import Sam
+from .predictor import ImageState, Predictor
+
+OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+
+
+@dataclass
+class _Found:
+    """Column store of candidate masks: filtered and concatenated together."""
+
+    rles: list[dict] = field(default_factory=list)
+    boxes: list[torch.Tensor] = field(default_factory=list)  # (N, 4) int64, XYXY
+    iou: list[torch.Tensor] = field(default_factory=list)
+    stability: list[torch.Tensor] = field(default_factory=list)
+    points: list[torch.Tensor] = field(default_factory=list)  # (N, 2) float64
+    crops: list[torch.Tensor] = field(default_factory=list)  # (N, 4) int64
+
+    def cat(self) -> _Found:
+        def join(parts, shape):
+            return torch.cat(parts) if parts else torch.zeros(shape)
+
+        return _Found(
+            self.rles,
+            [join(self.boxes, (0, 4)).long()],
+            [join(self.iou, (0,))],
+            [join(self.stability, (0,))],
+            [join(self.points, (0, 2)).double()],
+            [join(self.crops, (0, 4)).long()],
+        )
+
+    def extend(self, other: _Found) -> None:
+        self.rles += other.rles
+        for name in ("boxes", "iou", "stability", "points", "crops"):
+            getattr(self, name).extend(getattr(other, name))
+
+    def keep(self, idx: torch.Tensor) -> _Found:
+        flat = self.cat()
+        idx = idx.long()
+        return _Found(
+            [flat.rles[i] for i in idx.tolist()],
+            [flat.boxes[0][idx]],
+            [flat.iou[0][idx]],
+            [flat.stability[0][idx]],
+            [flat.points[0][idx]],
+            [flat.crops[0][idx]],
+        )
+
+    def __len__(self) -> int:
+        return len(self.rles)
+
+
+class MaskGenerator:
+    """Every object and part in an image as masks with quality scores.
+
+    Options have the meaning of SAM's automatic generator: a `points_per_side`^2 grid of
+    clicks (or explicit normalised `point_grids`, one per crop layer), processed
+    `points_per_batch` at a time; masks kept when their predicted IoU exceeds
+    `pred_iou_thresh` and their stability score (IoU of the mask thresholded at +/-
+    `stability_score_offset`) reaches `stability_score_thresh`; duplicates removed by box NMS
+    at `box_nms_thresh` within a crop and `crop_nms_thresh` across crops; `crop_n_layers`
+    extra layers of overlapping crops; holes and islands under `min_mask_region_area` pixels
+    removed; records in `output_mode` binary_mask, uncompressed_rle or coco_rle.
+    """
+
+    def __init__(
+        self,
+        model: Sam,
+        points_per_side: int | None = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.88,
+        stability_score_thresh: float = 0.95,
+        stability_score_offset: float = 1.0,
+        box_nms_thresh: float = 0.7,
+        crop_n_layers: int = 0,
+        crop_nms_thresh: float = 0.7,
+        crop_overlap_ratio: float = 512 / 1500,
+        crop_n_points_downscale_factor: int = 1,
+        point_grids: list[np.ndarray] | None = None,
+        min_mask_region_area: int = 0,
+        output_mode: str = "binary_mask",
+    ) -> None:
+        if (points_per_side is None) == (point_grids is None):
+            raise ValueError("give exactly one of points_per_side and point_grids")
+        if output_mode not in OUTPUT_MODES:
+            raise ValueError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}, got {output_mode!r}")
+        if points_per_side is not None and points_per_side < 1:
+            raise ValueError(f"points_per_side must be at least 1, got {points_per_side}")
+        if points_per_batch < 1:
+            raise ValueError(f"points_per_batch must be at least 1, got {points_per_batch}")
+        if crop_n_layers < 0 or crop_n_points_downscale_factor < 1:
+            raise ValueError("crop_n_layers must be >= 0 and crop_n_points_downscale_factor >= 1")
+        for name, value in (("box_nms_thresh", box_nms_thresh), ("crop_nms_thresh", crop_nms_thresh)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if points_per_side is not None:
+            self.point_grids = M.layer_point_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
+        else:
+            self.point_grids = [np.asarray(g, dtype=np.float64) for g in point_grids]
+            if len(self.point_grids) != crop_n_layers + 1:
+                raise ValueError(
+                    f"point_grids needs one grid per crop layer ({crop_n_layers + 1}), got {len(point_grids)}"
+                )
+        self.predictor = Predictor(model)
+        self.points_per_batch = points_per_batch
+        self.pred_iou_thresh = pred_iou_thresh
+        self.stability_score_thresh = stability_score_thresh
+        self.stability_score_offset = stability_score_offset
+        self.box_nms_thresh = box_nms_thresh
+        self.crop_n_layers = crop_n_layers
+        self.crop_nms_thresh = crop_nms_thresh
+        self.crop_overlap_ratio = crop_overlap_ratio
+        self.min_mask_region_area = min_mask_region_area
+        self.output_mode = output_mode
+
+    @torch.inference_mode()
+    def generate(self, image: ImageLike) -> list[dict[str, Any]]:
+        """Records with `segmentation`, `area`, `bbox` (XYWH), `predicted_iou`, `point_coords`,
+        `stability_score` and `crop_box` (XYWH), one per mask found."""
+        image = read_image(image)
+        found = self._generate(image)
+        if self.min_mask_region_area > 0 and len(found):
+            found = self._remove_small_regions(found, self.min_mask_region_area, self.box_nms_thresh)
+        flat = found.cat()
+        records = []
+        for i, rle in enumerate(flat.rles):
+            if self.output_mode == "binary_mask":
+                segmentation = M.rle_to_mask(rle)
+            elif self.output_mode == "coco_rle":
+                segmentation = M.coco_rle(rle)
+            else:
+                segmentation = rle
+            records.append(
+                {
+                    "segmentation": segmentation,
+                    "area": M.rle_area(rle),
+                    "bbox": M.box_xyxy_to_xywh(flat.boxes[0][i].tolist()),
+                    "predicted_iou": flat.iou[0][i].item(),
+                    "point_coords": [flat.points[0][i].tolist()],
+                    "stability_score": flat.stability[0][i].item(),
+                    "crop_box": M.box_xyxy_to_xywh(flat.crops[0][i].tolist()),
+                }
+            )
+        return records
+
+    def _generate(self, image: np.ndarray) -> _Found:
+        size = image.shape[:2]
+        boxes, layers = M.crop_boxes(size, self.crop_n_layers, self.crop_overlap_ratio)
+        found = _Found()
+        for box, layer in zip(boxes, layers):
+            found.extend(self._process_crop(image, box, layer, size))
+        if len(boxes) > 1 and len(found):
+            flat = found.cat()
+            scores = 1.0 / M.box_area(flat.crops[0]).float()  # prefer masks from smaller crops
+            found = found.keep(M.batched_nms(flat.boxes[0], scores, self.crop_nms_thresh))
+        return found
+
+    def _process_crop(self, image: np.ndarray, crop: list[int], layer: int, size: tuple[int, int]) -> _Found:
+        x0, y0, x1, y1 = crop
+        crop_image = image[y0:y1, x0:x1, :]
+        crop_size = crop_image.shape[:2]
+        self.predictor.set_image(crop_image)
+        state = self.predictor._require_image()
+        points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
+        found = _Found()
+        for start in range(0, len(points), self.points_per_batch):
+            found.extend(self._process_batch(state, points[start : start + self.points_per_batch], crop, size))
+        self.predictor.reset_image()
+        if not len(found):
+            return found
+        flat = found.cat()
+        flat = found.keep(M.batched_nms(flat.boxes[0], flat.iou[0], self.box_nms_thresh))
+        flat.boxes = [M.uncrop_boxes(flat.boxes[0], crop)]
+        flat.points = [M.uncrop_points(flat.points[0], crop)]
+        return flat
+
+    def _process_batch(self, state: ImageState, points: np.ndarray, crop: list[int], size: tuple[int, int]) -> _Found:
+        pred = self.predictor
+        crop_h, crop_w = state.original_size
+        coords = torch.as_tensor(pred.transform.apply_coords(points, state.original_size), dtype=torch.float)
+        labels = torch.ones(len(points), dtype=torch.int)
+        low_res, iou = pred._decode(state, coords[:, None, :], labels[:, None], None, None, True)
+        per_point = low_res.shape[1]
+        low_res = low_res.flatten(0, 1)
+        iou = iou.flatten(0, 1)
+        pts = torch.as_tensor(np.repeat(points, per_point, axis=0))
+        keep = torch.arange(len(iou))
+        if self.pred_iou_thresh > 0.0:
+            keep = keep[iou[keep] > self.pred_iou_thresh]
+        found = _Found()
+        if len(keep) == 0:
+            return found
+        threshold = pred.model.mask_threshold
+        offset = self.stability_score_offset
+        image_box = [0, 0, size[1], size[0]]
+        # Bring survivors to full size one at a time: memory stays at one mask, whatever the image.
+        kept, boxes, stabilities, rles = [], [], [], []
+        for i in keep.tolist():
+            logits = torch.from_numpy(pred._postprocess_numpy(low_res[i : i + 1, None], state, True)[0])
+            stab = M.stability_score(logits, threshold, offset)
+            if self.stability_score_thresh > 0.0 and not stab.item() >= self.stability_score_thresh:
+                continue
+            mask = logits[0] > threshold
+            box = M.masks_to_boxes(mask[None])
+            if M.near_crop_edge(box, crop, image_box).item():
+                continue
+            kept.append(i)
+            boxes.append(box)
+            stabilities.append(stab)
+            rles.append(M.mask_to_rle(mask.numpy(), offset=(crop[0], crop[1]), size=size))
+        if not kept:
+            return found
+        idx = torch.tensor(kept)
+        crops = torch.tensor([crop], dtype=torch.int64).expand(len(kept), 4)
+        return _Found(rles, [torch.cat(boxes)], [iou[idx]], [torch.cat(stabilities)], [pts[idx]], [crops])
+
+    @staticmethod
+    def _remove_small_regions(found: _Found, min_area: int, nms_thresh: float) -> _Found:
+        """Fill small holes and drop small islands; masks changed by this lose to unchanged
+        ones in a box NMS, and the survivors get their cleaned masks and boxes."""
+        flat = found.cat()
+        cleaned, scores = [], []
+        for rle in flat.rles:
+            mask = M.rle_to_mask(rle)
+            mask, holes_changed = M.remove_small_regions(mask, min_area, "holes")
+            mask, islands_changed = M.remove_small_regions(mask, min_area, "islands")
+            cleaned.append(mask)
+            scores.append(float(not (holes_changed or islands_changed)))
+        new_boxes = M.masks_to_boxes(torch.as_tensor(np.stack(cleaned)))
+        keep = M.batched_nms(new_boxes, torch.tensor(scores), nms_thresh)
+        boxes = flat.boxes[0].clone()
+        rles = list(flat.rles)
+        for i in keep.tolist():
+            if scores[i] == 0.0:
+                rles[i] = M.mask_to_rle(cleaned[i])
+                boxes[i] = new_boxes[i]
+        updated = _Found(rles, [boxes], flat.iou, flat.stability, flat.points, flat.crops)
+        return updated.keep(keep)

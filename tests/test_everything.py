@@ -1,0 +1,169 @@
+"""Everything mode: parity with the reference automatic mask generator on the same random
+weights and a real photo, output modes, and options."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from promptseg import masks as M
+from promptseg.everything import MaskGenerator
+
+GRID = 8  # a reduced grid keeps the reference's run short; the full 32x32 runs in the benchmark
+
+
+def _rles(records):
+    return [mask_utils.frPyObjects(r["segmentation"], *r["segmentation"]["size"]) for r in records]
+
+
+def _match(ref_records, our_records):
+    """One-to-one matching: each reference mask to the unused mask of ours from the same
+    prompt point (and crop) with the highest mask IoU. Returns (ref index, our index, IoU)."""
+    if not ref_records or not our_records:
+        return []
+    ious = np.asarray(mask_utils.iou(_rles(our_records), _rles(ref_records), [0] * len(ref_records)))
+    ious = ious.reshape(len(our_records), len(ref_records))
+
+    def key(r):
+        return tuple(np.round(r["point_coords"][0], 3)) + tuple(np.round(r["crop_box"], 3))
+
+    ours_by_key: dict = {}
+    for i, r in enumerate(our_records):
+        ours_by_key.setdefault(key(r), []).append(i)
+    pairs, used = [], set()
+    for j, r in enumerate(ref_records):
+        candidates = [i for i in ours_by_key.get(key(r), []) if i not in used]
+        if candidates:
+            i = max(candidates, key=lambda i: ious[i, j])
+            used.add(i)
+            pairs.append((j, i, float(ious[i, j])))
+    return pairs
+
+
+def _assert_parity(ref_records, our_records):
+    n_ref, n_ours = len(ref_records), len(our_records)
+    assert abs(n_ref - n_ours) <= max(1, 0.01 * n_ref), (n_ref, n_ours)
+    pairs = _match(ref_records, our_records)
+    good = [p for p in pairs if p[2] >= 0.99]
+    assert len(good) >= 0.99 * n_ref, f"{len(good)} of {n_ref} masks matched at IoU >= 0.99"
+    for j, i, _ in good:
+        r, o = ref_records[j], our_records[i]
+        assert o["predicted_iou"] == pytest.approx(r["predicted_iou"], abs=1e-4)
+        assert o["stability_score"] == pytest.approx(r["stability_score"], abs=1e-3)
+        assert o["point_coords"][0] == pytest.approx(r["point_coords"][0])
+        assert o["crop_box"] == pytest.approx(r["crop_box"])
+        assert np.abs(np.array(o["bbox"]) - np.array(r["bbox"])).max() <= 1
+        assert abs(o["area"] - r["area"]) <= max(2, 0.005 * r["area"])
+
+
+@pytest.fixture(scope="module")
+def generators(small_pair):
+    from segment_anything import SamAutomaticMaskGenerator
+
+    def make(**kwargs):
+        kwargs = {"points_per_side": GRID, "output_mode": "uncompressed_rle", **kwargs}
+        return SamAutomaticMaskGenerator(small_pair[0], **kwargs), MaskGenerator(small_pair[1], **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def unfiltered(generators, photo):
+    """Thresholds at 0 and NMS off: every candidate mask survives."""
+    ref, ours = generators(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
+    return ref.generate(photo), ours.generate(photo)
+
+
+def test_every_mask_survives_and_matches(unfiltered):
+    ref, ours = unfiltered
+    assert len(ref) == 3 * GRID * GRID  # nothing was filtered: the whole pipeline ran on all
+    _assert_parity(ref, ours)
+
+
+def test_filters_at_median_thresholds_match(generators, photo, unfiltered):
+    """Thresholds at the median predicted IoU and stability of the unfiltered run, so the
+    filters keep some masks and drop others, then the default box NMS."""
+    ref_all = unfiltered[0]
+    iou_t = float(np.median([r["predicted_iou"] for r in ref_all]))
+    stab_t = float(np.median([r["stability_score"] for r in ref_all]))
+    ref, ours = generators(pred_iou_thresh=iou_t, stability_score_thresh=stab_t, box_nms_thresh=0.7)
+    r, o = ref.generate(photo), ours.generate(photo)
+    assert 0 < len(r) < len(ref_all)
+    _assert_parity(r, o)
+
+
+def test_default_thresholds_match(generators, photo):
+    ref, ours = generators()
+    _assert_parity(ref.generate(photo), ours.generate(photo))
+
+
+def test_crops_and_small_region_removal_match(generators, photo):
+    ref, ours = generators(
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+        box_nms_thresh=1.0,
+        crop_nms_thresh=1.0,
+        crop_n_layers=1,
+        min_mask_region_area=100,
+    )
+    r, o = ref.generate(photo), ours.generate(photo)
+    # Random weights give masks that fill their crop, so the four crops' masks touch interior
+    # crop edges and are dropped (as the reference does); the whole-image masks remain, now
+    # cleaned of small holes and islands.
+    assert len(r) >= 3 * GRID * GRID
+    assert {tuple(x["crop_box"]) for x in o} == {tuple(x["crop_box"]) for x in r}
+    _assert_parity(r, o)
+
+
+def test_output_modes_agree(small_pair, photo):
+    kwargs = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
+    binary = MaskGenerator(small_pair[1], output_mode="binary_mask", **kwargs).generate(photo)
+    raw = MaskGenerator(small_pair[1], output_mode="uncompressed_rle", **kwargs).generate(photo)
+    coco = MaskGenerator(small_pair[1], output_mode="coco_rle", **kwargs).generate(photo)
+    assert len(binary) == len(raw) == len(coco) == 48
+    for b, r, c in zip(binary, raw, coco):
+        assert b["segmentation"].dtype == bool and b["segmentation"].shape == (400, 600)
+        assert np.array_equal(M.rle_to_mask(r["segmentation"]), b["segmentation"])
+        assert isinstance(c["segmentation"]["counts"], str)
+        assert np.array_equal(M.decode_coco_rle(c["segmentation"]), b["segmentation"])
+        assert b["area"] == int(b["segmentation"].sum())
+        x, y, w, h = b["bbox"]
+        ys, xs = np.nonzero(b["segmentation"])
+        if len(xs):
+            assert (x, y, x + w, y + h) == (xs.min(), ys.min(), xs.max(), ys.max())
+
+
+def test_bad_options(small_pair):
+    with pytest.raises(ValueError, match="output_mode"):
+        MaskGenerator(small_pair[1], output_mode="polygons")
+    with pytest.raises(ValueError, match="exactly one"):
+        MaskGenerator(small_pair[1], points_per_side=None)
+    with pytest.raises(ValueError, match="one grid per crop layer"):
+        MaskGenerator(small_pair[1], points_per_side=None, point_grids=[M.point_grid(4)], crop_n_layers=1)
+
+
+def test_mask_helpers_match_reference():
+    from segment_anything.utils import amg
+
+    rng = np.random.default_rng(0)
+    masks = rng.random((5, 37, 53)) > 0.7
+    masks[1] = False
+    masks[2, :, :] = True
+    import torch
+
+    t = torch.as_tensor(masks)
+    assert torch.equal(M.masks_to_boxes(t), amg.batched_mask_to_box(t))
+    ref_rles = amg.mask_to_rle_pytorch(t)
+    for m, r in zip(masks, ref_rles):
+        assert M.mask_to_rle(m) == r
+        assert np.array_equal(M.rle_to_mask(r), m)
+    logits = torch.randn(4, 30, 30) * 3
+    assert torch.allclose(M.stability_score(logits, 0.0, 1.0), amg.calculate_stability_score(logits, 0.0, 1.0))
+    assert np.allclose(M.point_grid(5), amg.build_point_grid(5))
+    for size in ((400, 600), (1000, 750), (333, 333)):
+        assert M.crop_boxes(size, 2, 512 / 1500) == amg.generate_crop_boxes(size, 2, 512 / 1500)
+    for mode in ("holes", "islands"):
+        got = M.remove_small_regions(masks[0], 5, mode)
+        want = amg.remove_small_regions(masks[0], 5, mode)
+        assert got[1] == want[1] and np.array_equal(got[0], want[0])

@@ -151,6 +151,157 @@ def segment(
             typer.echo(f"wrote {rec['path']} (score {rec['score']:.3f}, {rec['area']} px)", err=True)
 
 
+def _unique_names(paths: list[Path]) -> list[str]:
+    """Output names from file stems; stems seen twice get their parent folder prefixed."""
+    stems = [p.stem for p in paths]
+    return [f"{p.parent.name}_{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
+
+
+@app.command()
+def everything(
+    inputs: list[str] = typer.Argument(..., help="Image files, folders and glob patterns."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the results."),
+    fmt: str = typer.Option("sa1b", "--format", "-f", help="sa1b (JSON per image), coco (one file) or png."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model type: vit_b, vit_l, vit_h."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file."),
+    overlays: bool = typer.Option(True, "--overlay/--no-overlay", help="Write a picture of every mask per image."),
+    points_per_side: int = typer.Option(32, help="Grid of points_per_side^2 clicks."),
+    points_per_batch: int = typer.Option(64, help="Clicks decoded together."),
+    pred_iou_thresh: float = typer.Option(0.88, help="Keep masks with a higher predicted IoU."),
+    stability_score_thresh: float = typer.Option(0.95, help="Keep masks at least this stable."),
+    stability_score_offset: float = typer.Option(1.0, help="Logit offset of the stability score."),
+    box_nms_thresh: float = typer.Option(0.7, help="Box IoU above which duplicates are removed."),
+    crop_n_layers: int = typer.Option(0, help="Extra layers of overlapping crops."),
+    crop_nms_thresh: float = typer.Option(0.7, help="Box NMS threshold across crops."),
+    crop_overlap_ratio: float = typer.Option(512 / 1500, help="Overlap of neighbouring crops."),
+    crop_n_points_downscale_factor: int = typer.Option(1, help="Grid thinning per crop layer."),
+    min_mask_region_area: int = typer.Option(0, help="Remove holes and islands smaller than this (pixels)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+) -> None:
+    """Find every object in each image; write SA-1B JSON, COCO JSON or PNG masks, and overlays.
+
+    Re-running skips images already done; unreadable images are reported, skipped, and make
+    the exit status non-zero."""
+    from .everything import MaskGenerator
+    from .formats import annotation, coco_json, sa1b_json, write_png_masks
+    from .io import expand_inputs, overlay, read_image, write_image, write_json
+
+    if fmt not in ("sa1b", "coco", "png"):
+        _fail(f"--format must be sa1b, coco or png, got {fmt!r}")
+    paths, missing = expand_inputs(inputs)
+    if not paths:
+        _fail(f"no image files found in {' '.join(inputs)}")
+    try:
+        sam = resolve_model(model, checkpoint)
+        generator = MaskGenerator(
+            sam,
+            points_per_side=points_per_side,
+            points_per_batch=points_per_batch,
+            pred_iou_thresh=pred_iou_thresh,
+            stability_score_thresh=stability_score_thresh,
+            stability_score_offset=stability_score_offset,
+            box_nms_thresh=box_nms_thresh,
+            crop_n_layers=crop_n_layers,
+            crop_nms_thresh=crop_nms_thresh,
+            crop_overlap_ratio=crop_overlap_ratio,
+            crop_n_points_downscale_factor=crop_n_points_downscale_factor,
+            min_mask_region_area=min_mask_region_area,
+            output_mode="coco_rle",
+        )
+    except (UserError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+        return
+    output.mkdir(parents=True, exist_ok=True)
+    names = _unique_names(paths)
+    failures = [(m, "no such file, or the pattern matched nothing") for m in missing]
+    done = skipped = masks_found = 0
+
+    def result_path(name: str) -> Path:
+        if fmt == "sa1b":
+            return output / f"{name}.json"
+        if fmt == "png":
+            return output / name / "masks.json"
+        return output / ".parts" / f"{name}.json"
+
+    bar = None
+    if not quiet and sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[masks]} masks, {task.fields[rate]} img/min"),
+            TimeElapsedColumn(),
+        )
+        task = bar.add_task("everything", total=len(paths), masks=0, rate="-")
+        bar.start()
+    started = time.perf_counter()
+    try:
+        for image_id, (path, name) in enumerate(zip(paths, names), start=1):
+            target = result_path(name)
+            if target.exists():
+                skipped += 1
+            else:
+                try:
+                    rgb = read_image(path)
+                    records = generator.generate(rgb)
+                except (ValueError, FileNotFoundError, OSError) as exc:
+                    failures.append((str(path), str(exc)))
+                    records = None
+                if records is not None:
+                    h, w = rgb.shape[:2]
+                    if fmt == "png":
+                        write_png_masks(records, output / name)
+                    if overlays:
+                        picture = overlay(rgb, [r["segmentation"] for r in _decoded(records)])
+                        write_image(
+                            picture, output / name / "overlay.png" if fmt == "png" else output / f"{name}_overlay.png"
+                        )
+                    doc = sa1b_json(records, image_id, path.name, w, h)
+                    write_json(doc, target)  # written last: its presence marks the image done
+                    done += 1
+                    masks_found += len(records)
+            if bar is not None:
+                minutes = (time.perf_counter() - started) / 60
+                bar.update(task, advance=1, masks=masks_found, rate=f"{done / minutes:.1f}" if done else "-")
+    finally:
+        if bar is not None:
+            bar.stop()
+
+    if fmt == "coco":
+        images, annotations = [], []
+        for image_id, name in enumerate(names, start=1):
+            part = result_path(name)
+            if not part.exists():
+                continue
+            doc = json.loads(part.read_text())
+            info = doc["image"]
+            images.append(
+                {"id": image_id, "file_name": info["file_name"], "width": info["width"], "height": info["height"]}
+            )
+            for ann in doc["annotations"]:
+                annotations.append(annotation(ann, len(annotations) + 1, image_id))
+        write_json(coco_json(images, annotations), output / "annotations.json")
+
+    if not quiet:
+        typer.echo(
+            f"{len(paths)} images: {done} segmented ({masks_found} masks), {skipped} already done, "
+            f"{len(failures)} failed; results in {output}",
+            err=True,
+        )
+    for item, why in failures:
+        typer.echo(f"failed: {item}: {why}", err=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+def _decoded(records: list[dict]) -> list[dict]:
+    from .masks import decode_coco_rle
+
+    return [{**r, "segmentation": decode_coco_rle(r["segmentation"])} for r in records]
+
+
 @app.command()
 def download(
     model: str = typer.Argument(..., help="vit_b, vit_l or vit_h"),

@@ -169,3 +169,42 @@ def write_image(image: np.ndarray, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
         Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format=fmt)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Files, folders (their image files, sorted) and glob patterns -> image paths, plus
+    the inputs that matched nothing."""
+    import glob
+
+    found: list[Path] = []
+    missing: list[str] = []
+    for item in inputs:
+        if any(c in item for c in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            found += matches
+            if not matches:
+                missing.append(item)
+        elif Path(item).is_dir():
+            found += sorted(p for p in Path(item).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif Path(item).exists():
+            found.append(Path(item))
+        else:
+            missing.append(item)
+    seen, unique = set(), []
+    for p in found:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique, missing
+
+
+def write_json(obj, path: str | os.PathLike) -> None:
+    """Write JSON atomically: readers never see a half-written file."""
+    import json
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj))

@@ -1,0 +1,71 @@
+"""Records from everything mode in the formats users' tools read: SA-1B per-image JSON,
+COCO instances, and PNG masks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import masks as M
+
+
+def _coco_segmentation(seg) -> dict:
+    if isinstance(seg, np.ndarray):
+        return M.coco_rle(M.mask_to_rle(seg))
+    if isinstance(seg.get("counts"), list):
+        return M.coco_rle(seg)
+    return seg
+
+
+def annotation(record: dict[str, Any], ann_id: int, image_id: int | None = None) -> dict[str, Any]:
+    """One mask record as an SA-1B/COCO annotation with a COCO RLE segmentation."""
+    ann = {
+        "id": ann_id,
+        "segmentation": _coco_segmentation(record["segmentation"]),
+        "bbox": [float(v) for v in record["bbox"]],
+        "area": int(record["area"]),
+        "predicted_iou": float(record["predicted_iou"]),
+        "stability_score": float(record["stability_score"]),
+        "point_coords": [[float(v) for v in p] for p in record["point_coords"]],
+        "crop_box": [float(v) for v in record["crop_box"]],
+    }
+    if image_id is not None:
+        ann["image_id"] = image_id
+        ann["category_id"] = 1
+        ann["iscrowd"] = 0
+    return ann
+
+
+def sa1b_json(records: list[dict], image_id: int, file_name: str, width: int, height: int) -> dict:
+    """The SA-1B layout: {"image": {...}, "annotations": [...]}."""
+    return {
+        "image": {"image_id": image_id, "file_name": file_name, "width": width, "height": height},
+        "annotations": [annotation(r, i) for i, r in enumerate(records)],
+    }
+
+
+def coco_json(images: list[dict], annotations: list[dict]) -> dict:
+    """A COCO instances file with one category ("object")."""
+    return {
+        "info": {"description": "masks from promptseg everything mode"},
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "object", "supercategory": "object"}],
+    }
+
+
+def write_png_masks(records: list[dict], folder: Path) -> list[str]:
+    """One 8-bit PNG per mask (0/255), largest first, named mask_000.png ..."""
+    from .io import write_mask_png
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i, r in enumerate(records):
+        seg = r["segmentation"]
+        mask = seg if isinstance(seg, np.ndarray) else M.decode_coco_rle(_coco_segmentation(seg))
+        name = f"mask_{i:03d}.png"
+        write_mask_png(mask, folder / name)
+        names.append(name)
+    return names

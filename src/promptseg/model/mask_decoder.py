@@ -44,9 +44,34 @@ class Attention(nn.Module):
         wk = self.k_proj.weight.view(heads, d, -1)  # (heads, d, C)
         wv = self.v_proj.weight.view(heads, d, -1)
         q_in = q @ wk  # (B, heads, T, C): queries in the raw key space
+        # All heads now attend over the same raw keys: stack them as one head with heads*T
+        # queries (softmax is per query row), so keys and values are never copied per head.
+        q_in = q_in.reshape(b, 1, heads * t, -1)
         mixed = F.scaled_dot_product_attention(q_in, k.unsqueeze(1), v.unsqueeze(1), scale=d**-0.5)
+        mixed = mixed.view(b, heads, t, -1)
         out = mixed @ wv.transpose(1, 2) + self.v_proj.bias.view(heads, 1, d)  # (B, heads, T, d)
         return self.out_proj(out.transpose(1, 2).reshape(b, t, self.internal_dim))
+
+    def _few_keys(self, q_flat: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Attention of many (already projected, heads not split) queries (Bq, N, C') over a
+        few raw keys and values (B, T, C).
+
+        All heads' scores come from one product with a block-diagonal key matrix, laid out
+        (N, heads*T) so no head split or merge is copied, and the output projection is folded
+        into the values (softmax(QK) V Wo = softmax(QK) (V Wo)), which for T tokens is cheaper
+        than projecting N attention outputs."""
+        b, t, _ = k.shape
+        heads, d = self.num_heads, self.internal_dim // self.num_heads
+        kh = self.k_proj(k).view(b, t, heads, d).permute(0, 2, 3, 1)  # (B, heads, d, T)
+        eye = torch.eye(heads, dtype=kh.dtype, device=kh.device)
+        k_block = (kh[:, :, :, None, :] * eye[None, :, None, :, None]).reshape(b, heads * d, heads * t)
+        scores = (q_flat @ k_block) * d**-0.5  # (B, N, heads*T)
+        n = scores.shape[1]
+        probs = torch.softmax(scores.view(b, n, heads, t), dim=-1).view(b, n, heads * t)
+        vh = self.v_proj(v).view(b, t, heads, d).transpose(1, 2)  # (B, heads, T, d)
+        w_out = self.out_proj.weight.view(-1, heads, d).permute(1, 2, 0)  # (heads, d, C)
+        values = (vh @ w_out).reshape(b, heads * t, -1)  # (B, heads*T, C)
+        return torch.baddbmm(self.out_proj.bias, probs, values)
 
     def forward(
         self,
@@ -59,6 +84,8 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """Attention of q over k/v, each (B, n, C); `*_heads` give an input already projected
         and split into heads (B, heads, n, C'/heads) in place of the raw one."""
+        if q_heads is None and k_heads is None and k.shape[1] * self.num_heads < self.internal_dim < q.shape[1]:
+            return self._few_keys(self.q_proj(q), k, v)
         q = self._heads(self.q_proj(q)) if q_heads is None else q_heads
         if k_heads is None and v_heads is None and q.shape[1] * q.shape[2] < self.internal_dim:
             return self._few_queries(q, k, v)
@@ -100,7 +127,7 @@ class TwoWayAttentionBlock(nn.Module):
             "k": k,
             "t2i_k": t2i._heads(t2i.k_proj(k)),
             "t2i_v": t2i._heads(t2i.v_proj(keys)),
-            "i2t_q": i2t._heads(i2t.q_proj(k)),
+            "i2t_q": i2t.q_proj(k),  # heads not split: the few-keys path takes it whole
         }
 
     def forward(
@@ -127,7 +154,12 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm3(queries + self.mlp(queries))
 
         q = queries + query_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries, q_heads=pre.get("i2t_q")))
+        i2t = self.cross_attn_image_to_token
+        if "i2t_q" in pre:
+            mixed = i2t._few_keys(pre["i2t_q"], q, queries)
+        else:
+            mixed = i2t(k, q, queries)
+        keys = self.norm4(mixed + keys)  # the per-prompt term first: a broadcast add into it
         return queries, keys
 
 

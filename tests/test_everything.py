@@ -163,6 +163,12 @@ def test_mask_helpers_match_reference():
     assert np.allclose(M.point_grid(5), amg.build_point_grid(5))
     for size in ((400, 600), (1000, 750), (333, 333)):
         assert M.crop_boxes(size, 2, 512 / 1500) == amg.generate_crop_boxes(size, 2, 512 / 1500)
+    boxes = torch.tensor([[0, 0, 100, 100], [30, 30, 60, 60], [25, 10, 140, 90], [100, 100, 199, 199]])
+    crop, image = [100, 100, 300, 300], [0, 0, 300, 300]
+    want = amg.is_box_near_crop_edge(boxes, crop, image).tolist()
+    assert [M.near_crop_edge(b, crop, image) for b in boxes.tolist()] == want
+    for m in masks:
+        assert M.mask_to_box(m) == amg.batched_mask_to_box(torch.as_tensor(m)[None])[0].tolist()
     for mode in ("holes", "islands"):
         got = M.remove_small_regions(masks[0], 5, mode)
         want = amg.remove_small_regions(masks[0], 5, mode)

@@ -224,23 +224,24 @@ class MaskGenerator:
         # Bring survivors to full size one at a time: memory stays at one mask, whatever the image.
         kept, boxes, stabilities, rles = [], [], [], []
         for i in keep.tolist():
-            logits = torch.from_numpy(pred._postprocess_numpy(low_res[i : i + 1, None], state, True)[0])
-            stab = M.stability_score(logits, threshold, offset)
-            if self.stability_score_thresh > 0.0 and not stab.item() >= self.stability_score_thresh:
+            logits = pred._postprocess_numpy(low_res[i : i + 1, None], state, True)[0, 0]
+            stab = M.stability_score_np(logits, threshold, offset)
+            if self.stability_score_thresh > 0.0 and not stab >= self.stability_score_thresh:
                 continue
-            mask = logits[0] > threshold
-            box = M.masks_to_boxes(mask[None])
-            if M.near_crop_edge(box, crop, image_box).item():
+            mask = logits > threshold
+            box = M.mask_to_box(mask)
+            if M.near_crop_edge(box, crop, image_box):
                 continue
             kept.append(i)
             boxes.append(box)
-            stabilities.append(stab)
-            rles.append(M.mask_to_rle(mask.numpy(), offset=(crop[0], crop[1]), size=size))
+            stabilities.append(float(stab))
+            rles.append(M.mask_to_rle(mask, offset=(crop[0], crop[1]), size=size))
         if not kept:
             return found
         idx = torch.tensor(kept)
         crops = torch.tensor([crop], dtype=torch.int64).expand(len(kept), 4)
-        return _Found(rles, [torch.cat(boxes)], [iou[idx]], [torch.cat(stabilities)], [pts[idx]], [crops])
+        stab_t = torch.tensor(stabilities, dtype=torch.float32)
+        return _Found(rles, [torch.tensor(boxes, dtype=torch.int64)], [iou[idx]], [stab_t], [pts[idx]], [crops])
 
     @staticmethod
     def _remove_small_regions(found: _Found, min_area: int, nms_thresh: float) -> _Found:

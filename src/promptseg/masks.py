@@ -58,6 +58,23 @@ def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> to
     return inner / outer
 
 
+def stability_score_np(logits: np.ndarray, threshold: float, offset: float) -> np.float32:
+    """`stability_score` of one (H, W) numpy logit map, with the same float32 result."""
+    inner = np.count_nonzero(logits > (threshold + offset))
+    outer = np.count_nonzero(logits > (threshold - offset))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.float32(inner) / np.float32(outer)
+
+
+def mask_to_box(mask: np.ndarray) -> list[int]:
+    """XYXY (inclusive) of one bool (H, W) mask; [0, 0, 0, 0] when empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return [0, 0, 0, 0]
+    cols = np.flatnonzero(mask.any(axis=0))
+    return [int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])]
+
+
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     """(N, H, W) bool -> (N, 4) XYXY of the set pixels (inclusive); empty masks give zeros."""
     if masks.numel() == 0:
@@ -84,14 +101,12 @@ def box_xyxy_to_xywh(box) -> list:
     return [x0, y0, x1 - x0, y1 - y0]
 
 
-def near_crop_edge(boxes: torch.Tensor, crop_box: list[int], image_box: list[int], atol: float = 20.0) -> torch.Tensor:
-    """Boxes (in crop coordinates) touching a crop edge that is not also an image edge."""
-    crop = torch.as_tensor(crop_box, dtype=torch.float, device=boxes.device)
-    image = torch.as_tensor(image_box, dtype=torch.float, device=boxes.device)
-    full = uncrop_boxes(boxes, crop_box).float()
-    at_crop = torch.isclose(full, crop[None], atol=atol, rtol=0)
-    at_image = torch.isclose(full, image[None], atol=atol, rtol=0)
-    return (at_crop & ~at_image).any(dim=1)
+def near_crop_edge(box: list[int], crop_box: list[int], image_box: list[int], atol: float = 20.0) -> bool:
+    """Whether a box (XYXY, crop coordinates) comes within `atol` of a crop edge that is not
+    also an image edge: such a mask is probably cut off by the crop."""
+    x0, y0 = crop_box[:2]
+    full = (box[0] + x0, box[1] + y0, box[2] + x0, box[3] + y0)
+    return any(abs(v - c) <= atol and not abs(v - e) <= atol for v, c, e in zip(full, crop_box, image_box))
 
 
 def uncrop_boxes(boxes: torch.Tensor, crop_box: list[int]) -> torch.Tensor:

@@ -62,15 +62,18 @@ class Attention(nn.Module):
         than projecting N attention outputs."""
         b, t, _ = k.shape
         heads, d = self.num_heads, self.internal_dim // self.num_heads
+        # Score columns are ordered (token, head) so the softmax over tokens runs along a
+        # strided axis with the heads contiguous, which vectorises; over a last axis of a few
+        # tokens torch's softmax is several times slower.
         kh = self.k_proj(k).view(b, t, heads, d).permute(0, 2, 3, 1)  # (B, heads, d, T)
         eye = torch.eye(heads, dtype=kh.dtype, device=kh.device)
-        k_block = (kh[:, :, :, None, :] * eye[None, :, None, :, None]).reshape(b, heads * d, heads * t)
-        scores = (q_flat @ k_block) * d**-0.5  # (B, N, heads*T)
+        k_block = (kh[..., None] * eye[None, :, None, None, :]).reshape(b, heads * d, t * heads)
+        scores = (q_flat @ k_block) * d**-0.5  # (B, N, T*heads)
         n = scores.shape[1]
-        probs = torch.softmax(scores.view(b, n, heads, t), dim=-1).view(b, n, heads * t)
-        vh = self.v_proj(v).view(b, t, heads, d).transpose(1, 2)  # (B, heads, T, d)
+        probs = torch.softmax(scores.view(b, n, t, heads), dim=-2).view(b, n, t * heads)
+        vh = self.v_proj(v).view(b, t, heads, 1, d)
         w_out = self.out_proj.weight.view(-1, heads, d).permute(1, 2, 0)  # (heads, d, C)
-        values = (vh @ w_out).reshape(b, heads * t, -1)  # (B, heads*T, C)
+        values = (vh @ w_out).reshape(b, t * heads, -1)  # (B, T*heads, C)
         return torch.baddbmm(self.out_proj.bias, probs, values)
 
     def forward(

@@ -41,26 +41,25 @@ def _compare(ref_pred, our_pred, kwargs, multimask):
     return r_low
 
 
-@pytest.fixture(scope="module")
-def small_predictors(small_pair, photo):
+def _predictors_on(pair, photo):
+    """The reference's and our predictor for a (reference, ours) model pair, photo embedded."""
     from segment_anything import SamPredictor
 
-    ref = SamPredictor(small_pair[0])
+    ref = SamPredictor(pair[0])
     ref.set_image(photo)
-    ours = Predictor(small_pair[1])
+    ours = Predictor(pair[1])
     ours.set_image(photo)
     return ref, ours
+
+
+@pytest.fixture(scope="module")
+def small_predictors(small_pair, photo):
+    return _predictors_on(small_pair, photo)
 
 
 @pytest.fixture(scope="module")
 def vit_b_predictors(vit_b_pair, photo):
-    from segment_anything import SamPredictor
-
-    ref = SamPredictor(vit_b_pair[0])
-    ref.set_image(photo)
-    ours = Predictor(vit_b_pair[1])
-    ours.set_image(photo)
-    return ref, ours
+    return _predictors_on(vit_b_pair, photo)
 
 
 def test_small_embedding_matches(small_predictors):

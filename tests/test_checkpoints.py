@@ -51,9 +51,10 @@ def test_safetensors_round_trip(tmp_path):
     [
         (lambda p: torch.save([1, 2, 3], p), "not a state dict"),
         (lambda p: p.write_bytes(os.urandom(5000)), "truncated or corrupt"),
+        (lambda p: p.write_bytes(b"c" + os.urandom(5000)), "truncated or corrupt"),  # pickle's GLOBAL opcode
         (lambda p: p.write_bytes(b""), "empty"),
     ],
-    ids=["list", "random-bytes", "empty"],
+    ids=["list", "random-bytes", "global-opcode", "empty"],
 )
 def test_bad_files_get_clear_errors(tmp_path, writer, message):
     path = tmp_path / "bad.pth"

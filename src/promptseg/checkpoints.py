@@ -189,7 +189,9 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
+        # Only a well-formed archive (what torch.save writes) can be a file of real objects;
+        # random or damaged bytes can also trip the unpickler's GLOBAL check.
+        if zipfile.is_zipfile(path) and ("Unsupported global" in str(exc) or "GLOBAL" in str(exc)):
             raise ValueError(
                 f"checkpoint {path} holds Python objects beyond tensors, which are not loaded for safety; "
                 "save a plain state dict (model.state_dict())"

@@ -8,6 +8,7 @@ import os
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -61,6 +62,17 @@ def test_bad_files_get_clear_errors(tmp_path, writer, message):
     writer(path)
     with pytest.raises(ValueError, match=message):
         build_model("vit_b", checkpoint=path)
+
+
+def test_any_random_bytes_are_reported_as_corrupt(tmp_path):
+    """Damaged files fail in many ways inside the unpickler; each must come out as one clear error."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "noise.pth"
+    for i in range(300):
+        head = bytes([i % 256]) if i < 256 else b""
+        path.write_bytes(head + rng.integers(0, 256, 2000, dtype=np.uint8).tobytes())
+        with pytest.raises(ValueError, match="truncated or corrupt"):
+            load_state_dict(path)
 
 
 def test_truncated_checkpoint(tmp_path):

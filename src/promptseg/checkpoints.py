@@ -197,8 +197,10 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 "save a plain state dict (model.state_dict())"
             ) from None
         raise ValueError(f"checkpoint {path} is truncated or corrupt ({exc}); download it again") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ValueError(f"checkpoint {path} is truncated or corrupt ({exc}); download it again") from None
+    except Exception as exc:  # damaged bytes can fail anywhere in the unpickler (IndexError, KeyError...)
+        raise ValueError(
+            f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {exc}); download it again"
+        ) from None
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]  # training checkpoints that wrap the weights
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):

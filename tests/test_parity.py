@@ -62,28 +62,19 @@ def vit_b_predictors(vit_b_pair, photo):
     return _predictors_on(vit_b_pair, photo)
 
 
-def test_small_embedding_matches(small_predictors):
-    ref, ours = small_predictors
+@pytest.mark.parametrize("predictors", ["small_predictors", "vit_b_predictors"])
+def test_embedding_matches(request, predictors):
+    ref, ours = request.getfixturevalue(predictors)
+    assert ours.features.shape == (1, 256, 64, 64)
     assert_close_scaled(ours.features, ref.features)
     assert ours.original_size == ref.original_size and ours.input_size == ref.input_size
 
 
 @pytest.mark.parametrize("multimask", [True, False])
 @pytest.mark.parametrize("prompt", list(PROMPTS))
-def test_small_prompts_match(small_predictors, prompt, multimask):
-    _compare(*small_predictors, PROMPTS[prompt], multimask)
-
-
-def test_vit_b_embedding_matches(vit_b_predictors):
-    ref, ours = vit_b_predictors
-    assert ours.features.shape == (1, 256, 64, 64)
-    assert_close_scaled(ours.features, ref.features)
-
-
-@pytest.mark.parametrize("multimask", [True, False])
-@pytest.mark.parametrize("prompt", list(PROMPTS))
-def test_vit_b_prompts_match(vit_b_predictors, prompt, multimask):
-    _compare(*vit_b_predictors, PROMPTS[prompt], multimask)
+@pytest.mark.parametrize("predictors", ["small_predictors", "vit_b_predictors"])
+def test_prompts_match(request, predictors, prompt, multimask):
+    _compare(*request.getfixturevalue(predictors), PROMPTS[prompt], multimask)
 
 
 def test_vit_b_mask_input_refinement_matches(vit_b_predictors):

@@ -153,13 +153,13 @@ def test_mask_helpers_match_reference():
     import torch
 
     t = torch.as_tensor(masks)
-    assert torch.equal(M.masks_to_boxes(t), amg.batched_mask_to_box(t))
     ref_rles = amg.mask_to_rle_pytorch(t)
     for m, r in zip(masks, ref_rles):
         assert M.mask_to_rle(m) == r
         assert np.array_equal(M.rle_to_mask(r), m)
     logits = torch.randn(4, 30, 30) * 3
-    assert torch.allclose(M.stability_score(logits, 0.0, 1.0), amg.calculate_stability_score(logits, 0.0, 1.0))
+    want = amg.calculate_stability_score(logits, 0.0, 1.0)
+    assert [M.stability_score_np(x, 0.0, 1.0) for x in logits.numpy()] == want.tolist()
     assert np.allclose(M.point_grid(5), amg.build_point_grid(5))
     for size in ((400, 600), (1000, 750), (333, 333)):
         assert M.crop_boxes(size, 2, 512 / 1500) == amg.generate_crop_boxes(size, 2, 512 / 1500)

@@ -26,43 +26,37 @@ _DECODE_CHUNK = 4
 
 @dataclass
 class _Found:
-    """Column store of candidate masks: filtered and concatenated together."""
+    """Candidate masks as columns: RLEs in the full image frame plus per-mask tensors."""
 
     rles: list[dict] = field(default_factory=list)
-    boxes: list[torch.Tensor] = field(default_factory=list)  # (N, 4) int64, XYXY
-    iou: list[torch.Tensor] = field(default_factory=list)
-    stability: list[torch.Tensor] = field(default_factory=list)
-    points: list[torch.Tensor] = field(default_factory=list)  # (N, 2) float64
-    crops: list[torch.Tensor] = field(default_factory=list)  # (N, 4) int64
+    boxes: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 4), dtype=torch.int64))  # XYXY
+    iou: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    stability: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    points: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 2), dtype=torch.float64))
+    crops: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 4), dtype=torch.int64))  # XYXY
 
-    def cat(self) -> _Found:
-        def join(parts, shape):
-            return torch.cat(parts) if parts else torch.zeros(shape)
-
+    @staticmethod
+    def concat(parts: list[_Found]) -> _Found:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return _Found()
         return _Found(
-            self.rles,
-            [join(self.boxes, (0, 4)).long()],
-            [join(self.iou, (0,))],
-            [join(self.stability, (0,))],
-            [join(self.points, (0, 2)).double()],
-            [join(self.crops, (0, 4)).long()],
+            [r for p in parts for r in p.rles],
+            *(
+                torch.cat([getattr(p, name) for p in parts])
+                for name in ("boxes", "iou", "stability", "points", "crops")
+            ),
         )
 
-    def extend(self, other: _Found) -> None:
-        self.rles += other.rles
-        for name in ("boxes", "iou", "stability", "points", "crops"):
-            getattr(self, name).extend(getattr(other, name))
-
-    def keep(self, idx: torch.Tensor) -> _Found:
-        flat = self.cat()
+    def take(self, idx: torch.Tensor) -> _Found:
         idx = idx.long()
         return _Found(
-            [flat.rles[i] for i in idx.tolist()],
-            [flat.boxes[0][idx]],
-            [flat.iou[0][idx]],
-            [flat.stability[0][idx]],
-            [flat.points[0][idx]],
-            [flat.crops[0][idx]],
+            [self.rles[i] for i in idx.tolist()],
+            self.boxes[idx],
+            self.iou[idx],
+            self.stability[idx],
+            self.points[idx],
+            self.crops[idx],
         )
 
     def __len__(self) -> int:
@@ -140,9 +134,8 @@ class MaskGenerator:
         found = self._generate(image)
         if self.min_mask_region_area > 0 and len(found):
             found = self._remove_small_regions(found, self.min_mask_region_area, self.box_nms_thresh)
-        flat = found.cat()
         records = []
-        for i, rle in enumerate(flat.rles):
+        for i, rle in enumerate(found.rles):
             if self.output_mode == "binary_mask":
                 segmentation = M.rle_to_mask(rle)
             elif self.output_mode == "coco_rle":
@@ -153,11 +146,11 @@ class MaskGenerator:
                 {
                     "segmentation": segmentation,
                     "area": M.rle_area(rle),
-                    "bbox": M.box_xyxy_to_xywh(flat.boxes[0][i].tolist()),
-                    "predicted_iou": flat.iou[0][i].item(),
-                    "point_coords": [flat.points[0][i].tolist()],
-                    "stability_score": flat.stability[0][i].item(),
-                    "crop_box": M.box_xyxy_to_xywh(flat.crops[0][i].tolist()),
+                    "bbox": M.box_xyxy_to_xywh(found.boxes[i].tolist()),
+                    "predicted_iou": found.iou[i].item(),
+                    "point_coords": [found.points[i].tolist()],
+                    "stability_score": found.stability[i].item(),
+                    "crop_box": M.box_xyxy_to_xywh(found.crops[i].tolist()),
                 }
             )
         return records
@@ -165,13 +158,10 @@ class MaskGenerator:
     def _generate(self, image: np.ndarray) -> _Found:
         size = image.shape[:2]
         boxes, layers = M.crop_boxes(size, self.crop_n_layers, self.crop_overlap_ratio)
-        found = _Found()
-        for box, layer in zip(boxes, layers):
-            found.extend(self._process_crop(image, box, layer, size))
+        found = _Found.concat([self._process_crop(image, box, layer, size) for box, layer in zip(boxes, layers)])
         if len(boxes) > 1 and len(found):
-            flat = found.cat()
-            scores = 1.0 / M.box_area(flat.crops[0]).float()  # prefer masks from smaller crops
-            found = found.keep(M.batched_nms(flat.boxes[0], scores, self.crop_nms_thresh))
+            scores = 1.0 / M.box_area(found.crops).float()  # prefer masks from smaller crops
+            found = found.take(M.batched_nms(found.boxes, scores, self.crop_nms_thresh))
         return found
 
     def _process_crop(self, image: np.ndarray, crop: list[int], layer: int, size: tuple[int, int]) -> _Found:
@@ -181,21 +171,22 @@ class MaskGenerator:
         self.predictor.set_image(crop_image)
         state = self.predictor._require_image()
         points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
-        found = _Found()
-        for start in range(0, len(points), self.points_per_batch):
-            found.extend(self._process_batch(state, points[start : start + self.points_per_batch], crop, size))
+        found = _Found.concat(
+            [
+                self._process_batch(state, points[start : start + self.points_per_batch], crop, size)
+                for start in range(0, len(points), self.points_per_batch)
+            ]
+        )
         self.predictor.reset_image()
         if not len(found):
             return found
-        flat = found.cat()
-        flat = found.keep(M.batched_nms(flat.boxes[0], flat.iou[0], self.box_nms_thresh))
-        flat.boxes = [M.uncrop_boxes(flat.boxes[0], crop)]
-        flat.points = [M.uncrop_points(flat.points[0], crop)]
-        return flat
+        found = found.take(M.batched_nms(found.boxes, found.iou, self.box_nms_thresh))
+        found.boxes = M.uncrop_boxes(found.boxes, crop)
+        found.points = M.uncrop_points(found.points, crop)
+        return found
 
     def _process_batch(self, state: ImageState, points: np.ndarray, crop: list[int], size: tuple[int, int]) -> _Found:
         pred = self.predictor
-        crop_h, crop_w = state.original_size
         coords = torch.as_tensor(pred.transform.apply_coords(points, state.original_size), dtype=torch.float)
         labels = torch.ones(len(points), dtype=torch.int)
         # Decoded a few prompts at a time: per-prompt tensors of (4096, 256) floats then stay
@@ -215,9 +206,8 @@ class MaskGenerator:
         keep = torch.arange(len(iou))
         if self.pred_iou_thresh > 0.0:
             keep = keep[iou[keep] > self.pred_iou_thresh]
-        found = _Found()
         if len(keep) == 0:
-            return found
+            return _Found()
         threshold = pred.model.mask_threshold
         offset = self.stability_score_offset
         image_box = [0, 0, size[1], size[0]]
@@ -237,31 +227,31 @@ class MaskGenerator:
             stabilities.append(float(stab))
             rles.append(M.mask_to_rle(mask, offset=(crop[0], crop[1]), size=size))
         if not kept:
-            return found
+            return _Found()
         idx = torch.tensor(kept)
-        crops = torch.tensor([crop], dtype=torch.int64).expand(len(kept), 4)
-        stab_t = torch.tensor(stabilities, dtype=torch.float32)
-        return _Found(rles, [torch.tensor(boxes, dtype=torch.int64)], [iou[idx]], [stab_t], [pts[idx]], [crops])
+        return _Found(
+            rles,
+            torch.tensor(boxes, dtype=torch.int64),
+            iou[idx],
+            torch.tensor(stabilities, dtype=torch.float32),
+            pts[idx],
+            torch.tensor([crop], dtype=torch.int64).expand(len(kept), 4),
+        )
 
     @staticmethod
     def _remove_small_regions(found: _Found, min_area: int, nms_thresh: float) -> _Found:
         """Fill small holes and drop small islands; masks changed by this lose to unchanged
         ones in a box NMS, and the survivors get their cleaned masks and boxes."""
-        flat = found.cat()
-        cleaned, scores = [], []
-        for rle in flat.rles:
-            mask = M.rle_to_mask(rle)
-            mask, holes_changed = M.remove_small_regions(mask, min_area, "holes")
+        boxes = found.boxes.clone()  # an unchanged mask keeps its box
+        changed: dict[int, np.ndarray] = {}  # only changed masks are held, not every full-size mask
+        for i, rle in enumerate(found.rles):
+            mask, holes_changed = M.remove_small_regions(M.rle_to_mask(rle), min_area, "holes")
             mask, islands_changed = M.remove_small_regions(mask, min_area, "islands")
-            cleaned.append(mask)
-            scores.append(float(not (holes_changed or islands_changed)))
-        new_boxes = M.masks_to_boxes(torch.as_tensor(np.stack(cleaned)))
-        keep = M.batched_nms(new_boxes, torch.tensor(scores), nms_thresh)
-        boxes = flat.boxes[0].clone()
-        rles = list(flat.rles)
-        for i in keep.tolist():
-            if scores[i] == 0.0:
-                rles[i] = M.mask_to_rle(cleaned[i])
-                boxes[i] = new_boxes[i]
-        updated = _Found(rles, [boxes], flat.iou, flat.stability, flat.points, flat.crops)
-        return updated.keep(keep)
+            if holes_changed or islands_changed:
+                changed[i] = mask
+                boxes[i] = torch.tensor(M.mask_to_box(mask))
+        scores = torch.tensor([0.0 if i in changed else 1.0 for i in range(len(found))])
+        keep = M.batched_nms(boxes, scores, nms_thresh)
+        kept = set(keep.tolist())
+        rles = [M.mask_to_rle(changed[i]) if i in changed and i in kept else r for i, r in enumerate(found.rles)]
+        return _Found(rles, boxes, found.iou, found.stability, found.points, found.crops).take(keep)

@@ -51,15 +51,9 @@ def crop_boxes(image_size: tuple[int, int], n_layers: int, overlap_ratio: float)
 # --- scores and boxes ---------------------------------------------------------------------
 
 
-def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
-    """IoU between the masks thresholded at threshold+offset and at threshold-offset, (N, H, W) -> (N,)."""
-    inner = (logits > (threshold + offset)).flatten(1).sum(-1, dtype=torch.int64)
-    outer = (logits > (threshold - offset)).flatten(1).sum(-1, dtype=torch.int64)
-    return inner / outer
-
-
 def stability_score_np(logits: np.ndarray, threshold: float, offset: float) -> np.float32:
-    """`stability_score` of one (H, W) numpy logit map, with the same float32 result."""
+    """IoU between the mask thresholded at threshold+offset and at threshold-offset, for one
+    (H, W) logit map; float32, as SAM's generator computes it (NaN when both are empty)."""
     inner = np.count_nonzero(logits > (threshold + offset))
     outer = np.count_nonzero(logits > (threshold - offset))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -73,27 +67,6 @@ def mask_to_box(mask: np.ndarray) -> list[int]:
         return [0, 0, 0, 0]
     cols = np.flatnonzero(mask.any(axis=0))
     return [int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])]
-
-
-def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) bool -> (N, 4) XYXY of the set pixels (inclusive); empty masks give zeros."""
-    if masks.numel() == 0:
-        return torch.zeros((*masks.shape[:-2], 4), device=masks.device, dtype=torch.int64)
-    n, h, w = masks.shape
-    rows = masks.any(dim=2)
-    cols = masks.any(dim=1)
-
-    def extent(has: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.arange(size, device=masks.device)[None, :]
-        last = torch.where(has, idx, -1).amax(dim=1)
-        first = torch.where(has, idx, size).amin(dim=1)
-        return first, last
-
-    top, bottom = extent(rows, h)
-    left, right = extent(cols, w)
-    boxes = torch.stack([left, top, right, bottom], dim=1)
-    empty = (right < left) | (bottom < top)
-    return torch.where(empty[:, None], torch.zeros_like(boxes), boxes)
 
 
 def box_xyxy_to_xywh(box) -> list:

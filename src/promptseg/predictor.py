@@ -30,6 +30,7 @@ class ImageState:
     original_size: tuple[int, int]  # (H, W) of the image as given
     input_size: tuple[int, int]  # (h, w) after resizing, before padding
     decoder_prepared: dict | None = None  # prompt-independent decoder work, made on first use
+    image_pe: torch.Tensor | None = None  # positional encoding of the embedding grid, made on first use
 
 
 def _as_array(value: Any, name: str) -> np.ndarray:
@@ -354,7 +355,9 @@ class Predictor:
         points = (point_coords, point_labels) if point_coords is not None else None
         encoder = self.model.prompt_encoder
         sparse, dense = encoder(points, boxes, mask_input)
-        image_pe = encoder.get_dense_pe()
+        if state.image_pe is None:
+            state.image_pe = encoder.get_dense_pe()
+        image_pe = state.image_pe
         prepared = None
         if mask_input is None:  # every such prompt shares the no-mask dense embedding
             if state.decoder_prepared is None:

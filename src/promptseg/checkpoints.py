@@ -55,6 +55,14 @@ OFFICIAL_WEIGHTS: dict[str, KnownWeights] = {
 }
 
 
+DEFAULT_MODEL = "tiny"
+
+
+def default_checkpoint() -> Path:
+    """The weights of the default model, shipped inside the package."""
+    return Path(__file__).parent / "weights" / f"{DEFAULT_MODEL}.safetensors"
+
+
 def cache_dir() -> Path:
     """Where downloaded weights live: $PROMPTSEG_HOME, else the platform's user cache."""
     env = os.environ.get("PROMPTSEG_HOME")
@@ -183,7 +191,9 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path))
+            tensors = load_file(str(path))
+            # weights may be stored in half precision (the shipped model is); compute in fp32
+            return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
         except (SafetensorError, OSError, ValueError) as exc:
             raise ValueError(f"checkpoint {path} is truncated or corrupt ({exc}); download it again") from None
     try:

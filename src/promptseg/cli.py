@@ -52,20 +52,20 @@ def _parse_floats(text: str, n: tuple[int, ...], what: str) -> list[float]:
 
 
 def resolve_model(model: str | None, checkpoint: Path | None):
-    """Build the model the options name; a named type without a checkpoint uses the cached
-    official weights."""
-    from .checkpoints import OFFICIAL_WEIGHTS, build_model, cache_dir
+    """Build the model the options name: a checkpoint file; the bundled default model (`tiny`)
+    when nothing or `tiny` is named; else cached official weights of a named type."""
+    from .checkpoints import DEFAULT_MODEL, OFFICIAL_WEIGHTS, build_model, cache_dir, default_checkpoint
 
     if checkpoint is not None:
         return build_model(model, checkpoint=checkpoint)
-    if model is None:
-        raise UserError(
-            "no model given and no default model is bundled yet; pass --model vit_b with --checkpoint PATH, "
-            "or fetch official weights first with: promptseg download vit_b"
-        )
+    if model is None or model == DEFAULT_MODEL:
+        bundled = default_checkpoint()
+        if not bundled.is_file():
+            raise UserError(f"the bundled default model is missing ({bundled}); reinstall promptseg")
+        return build_model(DEFAULT_MODEL, checkpoint=bundled)
     known = OFFICIAL_WEIGHTS.get(model)
     if known is None:
-        raise UserError(f"unknown model {model!r}; choose one of {', '.join(OFFICIAL_WEIGHTS)}")
+        raise UserError(f"unknown model {model!r}; choose {DEFAULT_MODEL} (default) or one of {', '.join(OFFICIAL_WEIGHTS)}")
     cached = cache_dir() / known.filename
     if not cached.is_file():
         raise UserError(
@@ -81,7 +81,7 @@ def segment(
         [], "--point", "-p", help="X,Y[,LABEL] in pixels; LABEL 1 foreground (default), 0 background. Repeatable."
     ),
     box: str | None = typer.Option(None, "--box", "-b", help="X0,Y0,X1,Y1 in pixels."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Model type: vit_b, vit_l, vit_h."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model: tiny (bundled, the default), vit_b, vit_l, vit_h."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file (.pth or .safetensors)."),
     output: Path = typer.Option(Path("mask.png"), "--output", "-o", help="Mask PNG to write."),
     overlay_path: Path | None = typer.Option(
@@ -162,7 +162,7 @@ def everything(
     inputs: list[str] = typer.Argument(..., help="Image files, folders and glob patterns."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the results."),
     fmt: str = typer.Option("sa1b", "--format", "-f", help="sa1b (JSON per image), coco (one file) or png."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Model type: vit_b, vit_l, vit_h."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model: tiny (bundled, the default), vit_b, vit_l, vit_h."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file."),
     overlays: bool = typer.Option(True, "--overlay/--no-overlay", help="Write a picture of every mask per image."),
     points_per_side: int = typer.Option(32, help="Grid of points_per_side^2 clicks."),
@@ -318,6 +318,159 @@ def download(
         _fail(str(exc))
         return
     typer.echo(str(path))
+
+
+@app.command()
+def synth(
+    out: Path = typer.Argument(..., help="Folder to write SA-1B pairs (sa_<seed>_<index>.jpg/.json) into."),
+    count: int = typer.Option(1000, "--count", "-n", min=1, help="Number of scenes."),
+    seed: int = typer.Option(0, "--seed", help="Scenes are a function of (seed, index)."),
+    start: int = typer.Option(0, "--start", min=0, help="Index of the first scene."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Write procedural training scenes with exact visible masks (objects, parts, backgrounds)."""
+    from .train.synth import write_shard
+
+    with _bar(count, "scenes", quiet) as advance:
+        for _ in write_shard(out, count, seed=seed, start=start):
+            advance()
+    typer.echo(f"{count} scenes in {out}")
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="TOML training config (see configs/tiny.toml)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start again instead of resuming from the output folder."),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Stop after this many steps (resume later)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Train or fine-tune a model with SAM's recipe (simulated interactive prompts, focal+dice, IoU head)."""
+    from .train.loop import TrainConfig
+    from .train.loop import train as run_training
+
+    try:
+        cfg = TrainConfig.from_file(config)
+        path = run_training(cfg, resume=not fresh, quiet=quiet, max_steps=max_steps)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+        return
+    typer.echo(str(path))
+
+
+@contextmanager
+def _bar(total: int, label: str, quiet: bool):
+    """A progress bar on a terminal; yields a function that advances it by one."""
+    if quiet or not sys.stderr.isatty():
+        yield lambda: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda: progress.advance(task)
+
+
+@app.command()
+def engine(
+    inputs: list[str] = typer.Argument(..., help="Unlabelled image files, folders or glob patterns."),
+    output: Path = typer.Option(..., "--output", "-o", help="SA-1B shard folder to write (image + JSON pairs)."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model: tiny (default), vit_b, vit_l, vit_h."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file (e.g. a training run's)."),
+    points_per_side: int = typer.Option(32, help="Grid of points_per_side^2 clicks."),
+    pred_iou_thresh: float = typer.Option(0.88, help="Keep masks the model is this confident in."),
+    stability_score_thresh: float = typer.Option(0.92, help="Keep masks at least this stable."),
+    min_mask_region_area: int = typer.Option(100, help="Remove holes and islands smaller than this (pixels)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Data engine, automatic stage: turn unlabelled photos into an SA-1B shard for training."""
+    from .everything import MaskGenerator
+    from .io import expand_inputs
+    from .train.engine import auto_annotate
+
+    paths, missing = expand_inputs(inputs)
+    if not paths:
+        _fail(f"no image files found in {' '.join(inputs)}")
+    try:
+        generator = MaskGenerator(
+            resolve_model(model, checkpoint),
+            points_per_side=points_per_side,
+            pred_iou_thresh=pred_iou_thresh,
+            stability_score_thresh=stability_score_thresh,
+            min_mask_region_area=min_mask_region_area,
+            output_mode="coco_rle",
+        )
+    except (UserError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+        return
+    with _bar(len(paths), "annotating", quiet) as advance:
+        done, kept, failures = auto_annotate(generator, paths, output, advance)
+    failures = [(m, "no such file, or the pattern matched nothing") for m in missing] + failures
+    if not quiet:
+        typer.echo(f"{done} images annotated, {kept} masks kept, {len(failures)} failed; shard in {output}", err=True)
+    for item, why in failures:
+        typer.echo(f"failed: {item}: {why}", err=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command("eval")
+def evaluate_cmd(
+    data: list[Path] = typer.Argument(..., help="Datasets: images/+masks/ folders (or a folder of them), "
+                                      "SA-1B folders, COCO instances .json files."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model: tiny (default), vit_b, vit_l, vit_h."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file to evaluate."),
+    protocols: str = typer.Option("box,click,noc", "--protocols", help="Any of box, click, noc."),
+    baselines: str = typer.Option("grabcut,random-walker", "--baselines",
+                                  help="Classical baselines on the same instances: grabcut, random-walker, or none."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="At most this many instances per dataset."),
+    per_image: int = typer.Option(5, "--per-image", min=1, help="SA-1B/COCO: masks scored per image."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the full report as JSON."),
+    pictures: Path | None = typer.Option(None, "--pictures", help="Draw examples (prompts, masks) into this PNG."),
+    examples: int = typer.Option(2, "--examples", min=0, help="Examples per dataset in the picture."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Score a model with the field's protocols (1-click, box, NoC@85/90) beside classical baselines."""
+    from .eval.datasets import load_dataset
+    from .eval.methods import GrabCutMethod, RandomWalkerMethod, SamMethod
+    from .eval.run import draw_examples, evaluate, table
+    from .predictor import Predictor
+
+    try:
+        chosen = {p.strip() for p in protocols.split(",") if p.strip()}
+        if not chosen or chosen - {"box", "click", "noc"}:
+            raise UserError(f"--protocols {protocols!r}: use any of box, click, noc")
+        names = {b.strip() for b in baselines.split(",") if b.strip()} - {"none"}
+        if names - {"grabcut", "random-walker"}:
+            raise UserError(f"--baselines {baselines!r}: use grabcut, random-walker or none")
+        datasets = [d for path in data for d in load_dataset(path, limit=limit, per_image=per_image)]
+        with _status("loading model", quiet):
+            sam = resolve_model(model, checkpoint)
+    except (UserError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+        return
+    methods = [SamMethod(Predictor(sam), name=f"promptseg {sam.model_type}")]
+    if "grabcut" in names:
+        methods.append(GrabCutMethod())
+    if "random-walker" in names:
+        methods.append(RandomWalkerMethod())
+    errors: list[str] = []
+    total = sum(len(i) for _, i in datasets)
+    with _bar(total, "evaluating", quiet) as advance:
+        report, shown = evaluate(datasets, methods, chosen, advance, keep=examples if pictures else 0, errors=errors)
+    report["model"] = {"type": sam.model_type, "checkpoint": str(checkpoint) if checkpoint else "bundled"}
+    report["protocols"] = sorted(chosen)
+    report["errors"] = errors
+    typer.echo(table(report))
+    if output is not None:
+        from .io import write_json
+
+        write_json(report, output)
+    if pictures is not None and shown:
+        draw_examples(shown, methods, pictures)
+    for e in errors:
+        typer.echo(f"skipped {e}", err=True)
+    if errors:
+        raise typer.Exit(1)
 
 
 def main() -> None:

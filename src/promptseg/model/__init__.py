@@ -1,10 +1,11 @@
 """Pure torch modules of the Segment Anything Model."""
 
-from .configs import CONFIGS, ViTConfig, get_config
+from .configs import CONFIGS, TinyConfig, ViTConfig, get_config
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder, TwoWayTransformer
 from .prompt_encoder import PromptEncoder
 from .sam import Sam
+from .tiny_encoder import TinyEncoder
 
 __all__ = [
     "CONFIGS",
@@ -12,6 +13,8 @@ __all__ = [
     "MaskDecoder",
     "PromptEncoder",
     "Sam",
+    "TinyConfig",
+    "TinyEncoder",
     "TwoWayTransformer",
     "ViTConfig",
     "get_config",

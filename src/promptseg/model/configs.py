@@ -10,6 +10,7 @@ from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder, TwoWayTransformer
 from .prompt_encoder import PromptEncoder
 from .sam import Sam
+from .tiny_encoder import TinyEncoder
 
 
 @dataclass(frozen=True)
@@ -62,14 +63,43 @@ def _prompt_and_decoder(dim: int, grid: int, img_size: int, cfg) -> tuple[nn.Mod
     return prompt, decoder
 
 
-CONFIGS: dict[str, ViTConfig] = {
+@dataclass(frozen=True)
+class TinyConfig:
+    """A SAM model with the small hierarchical encoder (`tiny`): SAM's prompt encoder and mask
+    decoder unchanged, a 256-pixel input and a 16x16 embedding."""
+
+    img_size: int = 256
+    dims: tuple[int, int, int] = (48, 96, 192)
+    depths: tuple[int, int, int] = (1, 2, 2)
+    attn_depth: int = 2
+    num_heads: int = 6
+    prompt_embed_dim: int = 256
+    mask_in_chans: int = 16
+    decoder_depth: int = 2
+    decoder_heads: int = 8
+    decoder_mlp_dim: int = 2048
+
+    def build(self) -> Sam:
+        encoder = TinyEncoder(
+            img_size=self.img_size,
+            dims=self.dims,
+            depths=self.depths,
+            attn_depth=self.attn_depth,
+            num_heads=self.num_heads,
+            out_chans=self.prompt_embed_dim,
+        )
+        return Sam(encoder, *_prompt_and_decoder(self.prompt_embed_dim, self.img_size // 16, self.img_size, self))
+
+
+CONFIGS: dict[str, ViTConfig | TinyConfig] = {
     "vit_b": ViTConfig(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)),
     "vit_l": ViTConfig(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)),
     "vit_h": ViTConfig(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
+    "tiny": TinyConfig(),
 }
 
 
-def get_config(name: str) -> ViTConfig:
+def get_config(name: str) -> ViTConfig | TinyConfig:
     try:
         return CONFIGS[name]
     except KeyError:

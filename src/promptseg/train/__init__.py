@@ -1,0 +1,1 @@
+"""Training: data readers, synthetic scenes, prompt simulation, losses and the loop."""

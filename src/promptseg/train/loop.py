@@ -1,0 +1,302 @@
+"""The training loop: a TOML config in, safetensors checkpoints, a CSV log and a curve plot out.
+
+Resumable and deterministic: batch `step` is drawn from generators seeded by (seed, step), so a
+run stopped and resumed gives the same batches as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import tomllib
+import torch
+
+from .recipe import RecipeOptions, simulate
+
+
+@dataclass
+class TrainConfig:
+    model: str = "tiny"
+    checkpoint: str | None = None  # start from these weights (fine-tuning)
+    freeze_image_encoder: bool = False
+    data: list[dict] = field(default_factory=list)
+    output: str = "out/train"
+    steps: int = 1000
+    batch_size: int = 8
+    masks_per_image: int = 4
+    lr: float = 1e-3
+    encoder_lr_scale: float = 1.0
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+    seed: int = 0
+    save_every: int = 100
+    min_mask_area: float = 0.002
+    threads: int = 0  # 0: torch's default
+    device: str = "cpu"
+    recipe: RecipeOptions = field(default_factory=RecipeOptions)
+    base_dir: Path = field(default=Path("."), repr=False)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"training config {path} does not exist")
+        try:
+            doc = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path} is not valid TOML: {exc}") from None
+        return cls.from_dict(doc, path.parent)
+
+    @classmethod
+    def from_dict(cls, doc: dict, base_dir: Path = Path(".")) -> TrainConfig:
+        doc = dict(doc)
+        recipe = doc.pop("recipe", {})
+        flat = {}
+        for section in ("model", "train"):
+            flat.update(doc.pop(section, {}))
+        data = doc.pop("data", [])
+        if "type" in flat:
+            flat["model"] = flat.pop("type")
+        names = {f.name for f in fields(cls)} - {"recipe", "base_dir", "data"}
+        unknown = sorted(set(flat) - names) + sorted(doc)
+        if unknown:
+            raise ValueError(f"unknown training config keys: {', '.join(unknown)}")
+        rnames = {f.name for f in fields(RecipeOptions)}
+        if set(recipe) - rnames:
+            raise ValueError(f"unknown [recipe] keys: {', '.join(sorted(set(recipe) - rnames))}")
+        if not data:
+            raise ValueError("the config names no [[data]] sources")
+        for d in data:
+            if "path" not in d:
+                raise ValueError(f"a [[data]] source has no path: {d}")
+        return cls(**flat, data=data, recipe=RecipeOptions(**recipe), base_dir=Path(base_dir))
+
+    def to_json(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("recipe", "base_dir")}
+        out["recipe"] = {f.name: getattr(self.recipe, f.name) for f in fields(self.recipe)}
+        return out
+
+    def out_dir(self) -> Path:
+        p = Path(self.output)
+        return p if p.is_absolute() else self.base_dir / p
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to min_lr_ratio."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def grad_round_set(step: int, opts: RecipeOptions, gen: torch.Generator) -> set[int]:
+    last = opts.rounds - 1
+    if opts.grad_rounds < 0:
+        return set(range(opts.rounds))
+    middle = torch.randperm(max(0, last - 1), generator=gen)[: opts.grad_rounds] + 1
+    return {0, last, *(int(v) for v in middle)}
+
+
+LOG_FIELDS = ["step", "lr", "loss", "focal", "dice", "iou_mse", "iou_first", "iou_last", "samples_per_s"]
+
+
+def _build(cfg: TrainConfig):
+    from ..checkpoints import build_model
+
+    model = build_model(cfg.model, cfg.checkpoint)
+    model.train()
+    if cfg.freeze_image_encoder:
+        model.image_encoder.requires_grad_(False)
+        model.image_encoder.eval()
+    return model.to(cfg.device)
+
+
+def _param_groups(model, cfg: TrainConfig):
+    enc, rest_decay, no_decay = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith("image_encoder.") and p.ndim > 1:
+            enc.append(p)
+        elif p.ndim <= 1 or "embed" in name or "pos" in name:
+            no_decay.append(p)
+        else:
+            rest_decay.append(p)
+    groups = [
+        {"params": rest_decay, "weight_decay": cfg.weight_decay, "scale": 1.0},
+        {"params": no_decay, "weight_decay": 0.0, "scale": 1.0},
+    ]
+    if enc:
+        groups.append({"params": enc, "weight_decay": cfg.weight_decay, "scale": cfg.encoder_lr_scale})
+    return [g for g in groups if g["params"]]
+
+
+def save_checkpoint(model, optimizer, step: int, cfg: TrainConfig, out: Path, metrics: dict) -> Path:
+    from ..checkpoints import save_weights
+    from ..io import atomic_path
+
+    meta = {
+        "model_type": cfg.model,
+        "step": str(step),
+        "config": json.dumps(cfg.to_json(), default=str),
+        "metrics": json.dumps(metrics),
+    }
+    path = out / "last.safetensors"
+    save_weights(model, path, meta)
+    with atomic_path(out / "last.state.pt") as tmp:
+        torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp)
+    (out / "last.json").write_text(json.dumps({"step": step, **metrics, "config": cfg.to_json()}, indent=1, default=str))
+    return path
+
+
+def _resume(model, optimizer, out: Path) -> int:
+    from safetensors.torch import load_file
+
+    weights, state = out / "last.safetensors", out / "last.state.pt"
+    if not (weights.is_file() and state.is_file()):
+        return 0
+    model.load_state_dict(load_file(str(weights)), strict=True)
+    st = torch.load(state, weights_only=True, map_location="cpu")
+    optimizer.load_state_dict(st["optimizer"])
+    return int(st["step"])
+
+
+def plot_log(csv_path: Path, png_path: Path) -> None:
+    """Loss and IoU curves (first and last round) from the CSV log, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(open(csv_path)))
+    if not rows:
+        return
+    step = np.array([int(r["step"]) for r in rows])
+
+    def smooth(key):
+        v = np.array([float(r[key]) for r in rows])
+        k = max(1, len(v) // 50)
+        return np.convolve(v, np.ones(k) / k, mode="valid"), step[k - 1 :]
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in ("loss", "dice", "iou_mse"):
+        v, s = smooth(key)
+        a.plot(s, v, label=key)
+    a.set_yscale("log")
+    a.set_xlabel("step")
+    a.set_title("training loss")
+    a.legend()
+    for key, label in (("iou_first", "first prompt"), ("iou_last", "after the last round")):
+        v, s = smooth(key)
+        b.plot(s, v, label=label)
+    b.set_ylim(0, 1)
+    b.set_xlabel("step")
+    b.set_title("training mask IoU")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+def train(cfg: TrainConfig, resume: bool = True, quiet: bool = False, max_steps: int | None = None) -> Path:
+    """Run (or resume) training; returns the path of the last checkpoint."""
+    from .data import MaskSampler, read_source
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    sources = [(read_source(d, cfg.base_dir), float(d.get("weight", 1.0))) for d in cfg.data]
+    torch.manual_seed(cfg.seed)
+    model = _build(cfg)
+    sampler = MaskSampler(sources, model.img_size, cfg.masks_per_image, cfg.min_mask_area)
+    groups = _param_groups(model, cfg)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    out = cfg.out_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    start = _resume(model, optimizer, out) if resume else 0
+    log_path = out / "log.csv"
+    if start == 0 or not log_path.exists():
+        with open(log_path, "w", newline="") as f:
+            csv.writer(f).writerow(LOG_FIELDS)
+    else:  # drop log rows past the checkpoint we resume from
+        rows = [r for r in csv.DictReader(open(log_path)) if int(r["step"]) < start]
+        with open(log_path, "w", newline="") as f:
+            w = csv.DictWriter(f, LOG_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+    end = cfg.steps if max_steps is None else min(cfg.steps, start + max_steps)
+    autocast = cfg.device.startswith("cuda")
+    progress = _progress(quiet, start, cfg.steps)
+    recent: list[dict] = []
+    path = out / "last.safetensors"
+    step = start
+    try:
+        for step in range(start, end):
+            t0 = time.perf_counter()
+            rng = np.random.default_rng([cfg.seed, step])
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+            batch = sampler.batch(cfg.batch_size, rng)
+            factor = lr_factor(step, cfg)
+            for g in optimizer.param_groups:
+                g["lr"] = cfg.lr * factor * g["scale"]
+            images = model.preprocess(batch.images.to(cfg.device))
+            gt = batch.masks.flatten(0, 1).to(cfg.device)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                emb = model.image_encoder(images)
+                emb = emb.repeat_interleave(cfg.masks_per_image, 0)
+                loss, parts, round_iou = simulate(model, emb, gt, gen, cfg.recipe, grad_round_set(step, cfg.recipe, gen))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.grad_clip)
+            optimizer.step()
+            dt = time.perf_counter() - t0
+            row = {"step": step, "lr": cfg.lr * factor, "loss": float(loss.detach()), **parts,
+                   "iou_first": round_iou[0], "iou_last": round_iou[-1],
+                   "samples_per_s": len(gt) / dt}
+            with open(log_path, "a", newline="") as f:
+                csv.DictWriter(f, LOG_FIELDS).writerow({k: row.get(k, "") for k in LOG_FIELDS})
+            recent = (recent + [row])[-50:]
+            if progress is not None:
+                progress.update(step + 1, recent)
+            if (step + 1) % cfg.save_every == 0 or step + 1 == end:
+                metrics = {k: float(np.mean([r[k] for r in recent])) for k in ("loss", "iou_first", "iou_last")}
+                path = save_checkpoint(model, optimizer, step + 1, cfg, out, metrics)
+                plot_log(log_path, out / "curves.png")
+    finally:
+        if progress is not None:
+            progress.close()
+    return path
+
+
+class _progress:
+    """A rich progress bar with the running loss and IoU; None-like when quiet or piped."""
+
+    def __new__(cls, quiet: bool, start: int, total: int):
+        import sys
+
+        if quiet or not sys.stderr.isatty():
+            return None
+        return super().__new__(cls)
+
+    def __init__(self, quiet: bool, start: int, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                            TextColumn("{task.fields[info]}"), transient=False)
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=total, completed=start, info="")
+
+    def update(self, done: int, recent: list[dict]) -> None:
+        loss = np.mean([r["loss"] for r in recent])
+        iou = np.mean([r["iou_last"] for r in recent])
+        self.bar.update(self.task, completed=done, info=f"loss {loss:.3f}  IoU {iou:.3f}")
+
+    def close(self) -> None:
+        self.bar.stop()

@@ -1,0 +1,205 @@
+"""SAM's training recipe, the loop (checkpoints, log, plot, resume, fine-tuning), data readers."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from promptseg.model import get_config
+from promptseg.train.data import read_coco
+from promptseg.train.loop import TrainConfig, grad_round_set, lr_factor, train
+from promptseg.train.recipe import (
+    RecipeOptions,
+    dice_loss,
+    focal_loss,
+    mask_losses,
+    noisy_boxes,
+    sample_points,
+    simulate,
+)
+from promptseg.train.synth import write_shard
+from test_cli import run
+
+
+@pytest.fixture(scope="module")
+def shard(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("shard")
+    list(write_shard(folder, 6, seed=2))
+    return folder
+
+
+def small_config(shard, out, **kw) -> TrainConfig:
+    doc = {
+        "model": {"type": "tiny"},
+        "data": [{"kind": "sa1b", "path": str(shard), "weight": 1.0}],
+        "train": {"output": str(out), "steps": 3, "batch_size": 2, "masks_per_image": 2, "warmup_steps": 1,
+                  "save_every": 2, "seed": 1, **kw},
+        "recipe": {"point_rounds": 2, "mask_only_rounds": 1},
+    }
+    return TrainConfig.from_dict(doc)
+
+
+def test_focal_and_dice_match_their_definitions():
+    logits = torch.tensor([[[2.0, -1.0], [0.5, -3.0]]])
+    target = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    p = torch.sigmoid(logits)
+    pt = torch.where(target > 0, p, 1 - p)
+    alpha = torch.where(target > 0, 0.25, 0.75)
+    expected = (-alpha * (1 - pt) ** 2 * torch.log(pt)).mean()
+    assert torch.allclose(focal_loss(logits, target), expected)
+    dice = 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
+    assert torch.allclose(dice_loss(logits, target), dice)
+
+
+def test_multimask_loss_backpropagates_only_the_best_mask():
+    gt = torch.zeros(1, 8, 8)
+    gt[0, 2:6, 2:6] = 1
+    good = torch.where(gt[0] > 0, 8.0, -8.0)[None, None].repeat(1, 1, 1, 1)
+    logits = torch.cat([torch.full((1, 1, 8, 8), -8.0), good, torch.full((1, 1, 8, 8), 8.0)], 1).requires_grad_()
+    iou_pred = torch.full((1, 3), 0.5, requires_grad=True)
+    total, parts, kept_iou, best = mask_losses(logits, iou_pred, gt, RecipeOptions())
+    assert best.tolist() == [1] and kept_iou.item() == 1.0
+    total.backward()
+    assert logits.grad[0, 0].abs().sum() == 0 and logits.grad[0, 2].abs().sum() == 0
+    assert logits.grad[0, 1].abs().sum() > 0
+    assert iou_pred.grad.abs().min() > 0  # the IoU head learns from every mask
+
+
+def test_corrective_points_fall_in_the_error_region_and_boxes_are_noisy_but_bounded():
+    gen = torch.Generator().manual_seed(0)
+    region = torch.zeros(50, 16, 16, dtype=torch.bool)
+    region[:, 3, 5] = True
+    pts = sample_points(region, gen, 4)
+    assert ((pts[:, 0] // 4) == 5).all() and ((pts[:, 1] // 4) == 3).all()
+    gt = torch.zeros(200, 256, 256, dtype=torch.bool)
+    gt[:, 40:140, 60:100] = True
+    boxes = noisy_boxes(gt, gen, RecipeOptions(), 256)
+    exact = torch.tensor([60.0, 40.0, 100.0, 140.0])
+    err = boxes - exact
+    assert err.abs().mean() > 0.5  # noisy
+    # std is 10% of the side, capped at 20 px at 1024 (5 px here): nearly all within 4 std
+    assert (err.abs() < 4 * 5).float().mean() > 0.99
+    assert err[:, 0].std() < 4.5 and err[:, 1].std() < 5.6
+
+
+def test_simulation_runs_every_round_and_the_loss_has_gradients():
+    torch.manual_seed(0)
+    model = get_config("tiny").build()
+    gt = torch.zeros(4, 256, 256)
+    gt[:, 64:160, 80:200] = 1
+    emb = model.image_encoder(model.preprocess(torch.rand(1, 3, 256, 256) * 255)).expand(4, -1, -1, -1)
+    opts = RecipeOptions()
+    assert opts.rounds == 11
+    loss, parts, round_iou = simulate(model, emb, gt, torch.Generator().manual_seed(0), opts, {0, 10})
+    assert len(round_iou) == 11 and set(parts) == {"focal", "dice", "iou_mse"}
+    loss.backward()
+    assert model.mask_decoder.iou_token.weight.grad.abs().sum() > 0
+    assert model.image_encoder.neck[0].weight.grad.abs().sum() > 0
+
+
+def test_schedule_and_round_choice():
+    cfg = TrainConfig(steps=100, warmup_steps=10, data=[{"path": "x"}])
+    assert lr_factor(0, cfg) == pytest.approx(0.1) and lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(99, cfg) < 0.1 and lr_factor(99, cfg) >= cfg.min_lr_ratio
+    gen = torch.Generator().manual_seed(0)
+    assert grad_round_set(0, RecipeOptions(), gen) == set(range(11))
+    chosen = grad_round_set(0, RecipeOptions(grad_rounds=1), gen)
+    assert len(chosen) == 3 and {0, 10} <= chosen
+
+
+def test_training_writes_checkpoint_log_plot_and_resumes_exactly(shard, tmp_path):
+    path = train(small_config(shard, tmp_path / "a"), quiet=True)
+    assert path == tmp_path / "a" / "last.safetensors"
+    rows = list(csv.DictReader(open(tmp_path / "a" / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [0, 1, 2]
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+    assert (tmp_path / "a" / "curves.png").stat().st_size > 1000
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    assert meta["model_type"] == "tiny" and meta["step"] == "3"
+    assert json.loads(meta["config"])["batch_size"] == 2
+
+    # stop after 2 steps, resume for the third: the same weights as the uninterrupted run
+    train(small_config(shard, tmp_path / "b"), quiet=True, max_steps=2)
+    assert json.loads((tmp_path / "b" / "last.json").read_text())["step"] == 2
+    train(small_config(shard, tmp_path / "b"), quiet=True)
+    a, b = load_file(str(path)), load_file(str(tmp_path / "b" / "last.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert len(list(csv.DictReader(open(tmp_path / "b" / "log.csv")))) == 3
+
+    # the checkpoint loads as a model through the ordinary loader (type detected)
+    from promptseg import build_model
+
+    assert build_model(checkpoint=path).model_type == "tiny"
+
+
+def test_fine_tuning_with_a_frozen_image_encoder(shard, tmp_path):
+    base = tmp_path / "base.safetensors"
+    from promptseg.checkpoints import save_weights
+
+    torch.manual_seed(3)
+    save_weights(get_config("tiny").build(), base)
+    cfg = small_config(shard, tmp_path / "ft", checkpoint=str(base), freeze_image_encoder=True, steps=2)
+    out = load_file(str(train(cfg, quiet=True)))
+    start = load_file(str(base))
+    enc = [k for k in start if k.startswith("image_encoder.")]
+    dec = [k for k in start if k.startswith("mask_decoder.") and k.endswith("weight")]
+    assert all(torch.equal(start[k], out[k]) for k in enc)  # BN statistics included
+    assert any(not torch.equal(start[k], out[k]) for k in dec)
+
+
+def test_train_cli_reports_config_errors_in_one_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[train]\nstepz = 3\n[[data]]\npath = "x"\n')
+    out = run("train", bad)
+    assert out.returncode == 1 and out.stderr.strip().startswith("error: unknown training config keys: stepz")
+    assert "Traceback" not in out.stderr
+    missing = tmp_path / "m.toml"
+    missing.write_text('[[data]]\npath = "nowhere"\n')
+    out = run("train", missing)
+    assert out.returncode == 1 and "does not exist" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_train_cli_runs_from_a_config_file(shard, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[model]\ntype = "tiny"\n[[data]]\npath = "{shard}"\n'
+        '[train]\noutput = "run"\nsteps = 1\nbatch_size = 1\nmasks_per_image = 1\n'
+        "[recipe]\npoint_rounds = 1\nmask_only_rounds = 0\n"
+    )
+    out = run("train", cfg, "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "run" / "last.safetensors").is_file()  # relative to the config file
+
+
+def test_coco_reader_takes_polygons_and_rle_and_skips_crowds(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "images" / "a.jpg")
+    m = np.zeros((40, 60), np.uint8)
+    m[5:15, 10:30] = 1
+    rle = mask_utils.encode(np.asfortranarray(m))
+    rle["counts"] = rle["counts"].decode()
+    doc = {
+        "images": [{"id": 1, "file_name": "a.jpg", "height": 40, "width": 60}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "segmentation": [[10, 20, 40, 20, 40, 35, 10, 35]], "iscrowd": 0},
+            {"id": 2, "image_id": 1, "segmentation": rle, "iscrowd": 0},
+            {"id": 3, "image_id": 1, "segmentation": rle, "iscrowd": 1},
+        ],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    (tmp_path / "inst.json").write_text(json.dumps(doc))
+    entries = read_coco(tmp_path / "inst.json", tmp_path / "images")
+    assert len(entries) == 1 and len(entries[0].rles) == 2
+    poly = mask_utils.decode(entries[0].rles[0]).astype(bool)
+    assert poly[25, 25] and not poly[5, 5]
+    assert np.array_equal(mask_utils.decode(entries[0].rles[1]), m)

@@ -295,12 +295,17 @@ def build_model(
     return model.to(device).eval()
 
 
-def save_weights(model: Sam, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
-    """Save our own weights as safetensors, with string metadata (model type, provenance)."""
+def save_weights(
+    model: Sam, path: str | os.PathLike, metadata: dict[str, str] | None = None, half: bool = False
+) -> None:
+    """Save our own weights as safetensors, with string metadata (model type, provenance);
+    `half` stores floating tensors in fp16 (half the size; loading casts back to fp32)."""
     from safetensors.torch import save_file
 
     from .io import atomic_path
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata or {})

@@ -423,6 +423,7 @@ def evaluate_cmd(
     baselines: str = typer.Option("grabcut,random-walker", "--baselines",
                                   help="Classical baselines on the same instances: grabcut, random-walker, or none."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="At most this many instances per dataset."),
+    every: int = typer.Option(1, "--every", min=1, help="Score every Nth instance (a uniform subset)."),
     per_image: int = typer.Option(5, "--per-image", min=1, help="SA-1B/COCO: masks scored per image."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the full report as JSON."),
     pictures: Path | None = typer.Option(None, "--pictures", help="Draw examples (prompts, masks) into this PNG."),
@@ -442,7 +443,11 @@ def evaluate_cmd(
         names = {b.strip() for b in baselines.split(",") if b.strip()} - {"none"}
         if names - {"grabcut", "random-walker"}:
             raise UserError(f"--baselines {baselines!r}: use grabcut, random-walker or none")
-        datasets = [d for path in data for d in load_dataset(path, limit=limit, per_image=per_image)]
+        datasets = [
+            (name, insts[::every]) for path in data for name, insts in load_dataset(path, per_image=per_image)
+        ]
+        if limit:
+            datasets = [(name, insts[:limit]) for name, insts in datasets]
         with _status("loading model", quiet):
             sam = resolve_model(model, checkpoint)
     except (UserError, ValueError, FileNotFoundError) as exc:

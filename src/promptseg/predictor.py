@@ -359,7 +359,7 @@ class Predictor:
             state.image_pe = encoder.get_dense_pe()
         image_pe = state.image_pe
         prepared = None
-        if mask_input is None:  # every such prompt shares the no-mask dense embedding
+        if mask_input is None and not encoder.draw_prompts:  # every such prompt shares the no-mask dense embedding
             if state.decoder_prepared is None:
                 state.decoder_prepared = self.model.mask_decoder.prepare_image(state.features, image_pe, dense)
             prepared = state.decoder_prepared

@@ -102,7 +102,7 @@ class RandomWalkerMethod(Method):
             cx = min(sw - 1, int(x * self.scale))
             cy = min(sh - 1, int(y * self.scale))
             cv2.circle(seeds, (cx, cy), r, 1 if lab == 1 else 2, -1)
-        prob = random_walker(self.small, seeds, beta=self.beta, mode="cg", channel_axis=-1,
+        prob = random_walker(self.small, seeds, beta=self.beta, mode="cg_j", channel_axis=-1,
                              return_full_prob=True, tol=1e-3)[0]
         prob = cv2.resize(prob.astype(np.float32), (self.size[1], self.size[0]), interpolation=cv2.INTER_LINEAR)
         mask = prob > 0.5

@@ -40,13 +40,15 @@ def iou(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None) -> f
 
 
 def farthest_interior_point(region: np.ndarray) -> tuple[int, int] | None:
-    """(x, y) of the pixel of `region` farthest from its boundary (image edges count as boundary)."""
+    """(x, y) of the pixel of `region` farthest from its boundary (image edges count as
+    boundary); among equally far pixels (a ridge), the one nearest the ridge's centre."""
     if not region.any():
         return None
     padded = np.pad(region.astype(np.uint8), 1)
-    dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return int(x), int(y)
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    ys, xs = np.nonzero(dist >= dist.max() - 1e-3)
+    k = int(np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2))
+    return int(xs[k]), int(ys[k])
 
 
 def tight_box(mask: np.ndarray) -> np.ndarray:

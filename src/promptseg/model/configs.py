@@ -53,6 +53,7 @@ def _prompt_and_decoder(dim: int, grid: int, img_size: int, cfg) -> tuple[nn.Mod
         image_embedding_size=(grid, grid),
         input_image_size=(img_size, img_size),
         mask_in_chans=cfg.mask_in_chans,
+        draw_prompts=getattr(cfg, "draw_prompts", False),
     )
     decoder = MaskDecoder(
         transformer_dim=dim,
@@ -78,6 +79,8 @@ class TinyConfig:
     decoder_depth: int = 2
     decoder_heads: int = 8
     decoder_mlp_dim: int = 2048
+    # first prompts are also drawn as the mask input (see PromptEncoder.draw_prompts)
+    draw_prompts: bool = True
 
     def build(self) -> Sam:
         encoder = TinyEncoder(

@@ -45,8 +45,13 @@ class PromptEncoder(nn.Module):
         input_image_size: tuple[int, int],
         mask_in_chans: int,
         activation: type[nn.Module] = nn.GELU,
+        draw_prompts: bool = False,
     ) -> None:
         super().__init__()
+        # With draw_prompts, a prompt without a mask input also gets its points and box drawn
+        # as the mask input (see `draw_prompt_mask`). SAM's models do not do this (False); the
+        # CPU-trained `tiny` model does, because it learnt with it.
+        self.draw_prompts = draw_prompts
         self.embed_dim = embed_dim
         self.image_embedding_size = image_embedding_size
         self.input_image_size = input_image_size
@@ -112,9 +117,42 @@ class PromptEncoder(nn.Module):
         if boxes is not None:
             sparse.append(self._embed_boxes(boxes))
         sparse_embeddings = torch.cat(sparse, dim=1)
+        if masks is None and self.draw_prompts and (points is not None or boxes is not None):
+            masks = draw_prompt_mask(points, boxes, self.mask_input_size, self.input_image_size, bs)
         if masks is not None:
             dense = self.mask_downscaling(masks)
         else:
             h, w = self.image_embedding_size
             dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(bs, -1, h, w)
         return sparse_embeddings, dense
+
+
+def draw_prompt_mask(
+    points: tuple[torch.Tensor, torch.Tensor] | None,
+    boxes: torch.Tensor | None,
+    size: tuple[int, int],
+    image_size: tuple[int, int],
+    batch: int,
+    strength: float = 4.0,
+) -> torch.Tensor:
+    """Prompts drawn as mask-input logits (B, 1, h, w) over the padded input square: -strength
+    everywhere, +strength inside each box and within two cells of each foreground point."""
+    h, w = size
+    cell_y, cell_x = image_size[0] / h, image_size[1] / w
+    device = points[0].device if points is not None else boxes.device
+    ys = ((torch.arange(h, device=device) + 0.5) * cell_y).view(1, h, 1)
+    xs = ((torch.arange(w, device=device) + 0.5) * cell_x).view(1, 1, w)
+    inside = torch.zeros(batch, h, w, dtype=torch.bool, device=device)
+    if boxes is not None:
+        b = boxes.reshape(batch, 4).float()
+        in_x = (xs >= b[:, 0, None, None]) & (xs <= b[:, 2, None, None])
+        inside = in_x & (ys >= b[:, 1, None, None]) & (ys <= b[:, 3, None, None])
+    if points is not None:
+        coords, labels = points
+        radius2 = (2 * max(cell_x, cell_y)) ** 2
+        dx = xs[:, None] - coords[..., 0, None, None].float()  # (B, N, 1, w)
+        dy = ys[:, None] - coords[..., 1, None, None].float()  # (B, N, h, 1)
+        near = (dx**2 + dy**2 <= radius2) & (labels == 1)[..., None, None]
+        inside |= near.any(1)
+    out = torch.full((batch, 1, h, w), -strength, device=device)
+    return out.masked_fill(inside[:, None], strength)

@@ -10,11 +10,11 @@ import csv
 import json
 import math
 import time
-from dataclasses import dataclass, field, fields
+import tomllib
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
-import tomllib
 import torch
 
 from .recipe import RecipeOptions, simulate
@@ -251,7 +251,10 @@ def train(cfg: TrainConfig, resume: bool = True, quiet: bool = False, max_steps:
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 emb = model.image_encoder(images)
                 emb = emb.repeat_interleave(cfg.masks_per_image, 0)
-                loss, parts, round_iou = simulate(model, emb, gt, gen, cfg.recipe, grad_round_set(step, cfg.recipe, gen))
+                recipe = cfg.recipe
+                if step < recipe.interactive_from_step:
+                    recipe = replace(recipe, point_rounds=0, mask_only_rounds=0)
+                loss, parts, round_iou = simulate(model, emb, gt, gen, recipe, grad_round_set(step, recipe, gen))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.grad_clip)

@@ -26,6 +26,9 @@ class RecipeOptions:
     iou_weight: float = 1.0
     box_noise: float = 0.1  # noise std as a fraction of the box side ...
     box_noise_max: float = 20.0  # ... at most this many pixels at SAM's 1024 input (scaled to ours)
+    # Compute budget: before this step only the first round runs (no corrective rounds); the
+    # refinement rounds teach little until the model can segment from one prompt at all.
+    interactive_from_step: int = 0
 
     @property
     def rounds(self) -> int:
@@ -127,7 +130,7 @@ def simulate(model, embeddings: torch.Tensor, gt: torch.Tensor, gen: torch.Gener
     first = sample_points(gt > 0.5, gen, 1)
     coords = first[:, None]  # clicks so far (N, k, 2); box-first samples ignore the first one
     labels = torch.ones(n, 1)
-    mask_input = None
+    mask_input = None  # the first round has none (a model with draw_prompts draws the prompt)
     total = torch.zeros(())
     logs: dict[str, float] = {}
     round_iou = []

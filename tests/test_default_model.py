@@ -1,0 +1,110 @@
+"""The bundled default model (`tiny`): shipped weights, default everywhere, quality floors on
+held-out synthetic scenes, and the data engine's automatic stage feeding training."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from promptseg import Predictor, build_model, sample_image_path
+from promptseg.checkpoints import default_checkpoint
+from promptseg.eval.methods import SamMethod
+from promptseg.eval.protocols import Instance, evaluate_instance, summarise
+from promptseg.io import read_image
+from promptseg.train.synth import SceneGenerator
+from test_cli import run
+
+HELD_OUT_SEED = 424242  # training scenes use other seeds
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_model(checkpoint=default_checkpoint())
+
+
+def test_bundled_weights_are_small_half_precision_and_say_where_they_come_from(tiny):
+    path = default_checkpoint()
+    assert path.stat().st_size <= 25 * 1024 * 1024
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        assert f.get_tensor("mask_decoder.iou_token.weight").dtype.is_floating_point
+        assert str(f.get_tensor("mask_decoder.iou_token.weight").dtype) == "torch.float16"
+    assert meta["model_type"] == "tiny" and "research and education" in meta["licence"]
+    assert tiny.model_type == "tiny" and next(tiny.parameters()).dtype.is_floating_point
+    assert str(next(tiny.parameters()).dtype) == "torch.float32"
+
+
+def test_segment_without_a_model_uses_the_default_and_finds_the_cup(tmp_path):
+    image = sample_image_path("coffee.png")  # 600x400, a cup of coffee on a saucer
+    out = run("segment", image, "--box", "150,20,470,330", "-o", tmp_path / "m.png", "--json", "--quiet")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["model"] == "tiny"
+    mask = read_image(tmp_path / "m.png")[..., 0] > 127
+    inside = mask[20:330, 150:470].mean()
+    outside = (mask.sum() - mask[20:330, 150:470].sum()) / (mask.size - 310 * 320)
+    assert inside > 0.4 and outside < 0.05
+
+
+def _held_out(n: int):
+    gen = SceneGenerator(HELD_OUT_SEED)
+    for i in range(n):
+        img, masks, kinds = gen.scene(i)
+        for m, k in zip(masks, kinds):
+            if k != "background" and m.mean() > 0.01:
+                yield img, Instance(f"{i}", "synthetic", "", m)
+
+
+def test_quality_floors_on_held_out_synthetic_scenes(tiny):
+    method = SamMethod(Predictor(tiny))
+    rows = []
+    current = None
+    for img, inst in _held_out(15):
+        if current is not img:
+            method.set_image(img)
+            current = img
+        rows.append(evaluate_instance(method, inst, {"box", "click"}))
+    s = summarise(rows)
+    assert s["instances"] >= 40
+    assert s["box"] >= 0.85, s
+    assert s["click1_oracle"] >= 0.75, s
+
+
+def test_everything_mode_with_the_default_model_finds_objects(tiny):
+    from promptseg.everything import MaskGenerator
+
+    records = MaskGenerator(tiny, points_per_side=16).generate(read_image(sample_image_path("chelsea.png")))
+    assert len(records) >= 3
+    areas = [r["area"] for r in records]
+    assert max(areas) < 451 * 300 * 0.95 and min(areas) > 0
+
+
+def test_data_engine_writes_a_shard_that_training_reads(tmp_path):
+    from promptseg.train.data import read_sa1b
+    from promptseg.train.loop import TrainConfig, train
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("coffee.png", "chelsea.png"):
+        (photos / name).write_bytes(sample_image_path(name).read_bytes())
+    (photos / "broken.png").write_bytes(b"not a png")
+    out = run("engine", photos, "-o", tmp_path / "shard", "--points-per-side", "8", "--quiet")
+    assert out.returncode == 1 and "broken.png" in out.stderr  # reported, the others still done
+    entries = read_sa1b(tmp_path / "shard")
+    assert sorted(e.image_path.name for e in entries) == ["sa_chelsea.png", "sa_coffee.png"]
+    doc = json.loads((tmp_path / "shard" / "sa_coffee.json").read_text())
+    assert all(a["predicted_iou"] >= 0.88 and a["stability_score"] >= 0.92 for a in doc["annotations"])
+    cfg = TrainConfig.from_dict({
+        "model": {"type": "tiny", "checkpoint": str(default_checkpoint())},
+        "data": [{"kind": "sa1b", "path": str(tmp_path / "shard")}],
+        "train": {"output": str(tmp_path / "run"), "steps": 1, "batch_size": 1, "masks_per_image": 1},
+        "recipe": {"point_rounds": 1, "mask_only_rounds": 0},
+    })
+    assert train(cfg, quiet=True).is_file()
+    # re-running skips what is done
+    again = run("engine", photos / "coffee.png", "-o", tmp_path / "shard", "--quiet")
+    assert again.returncode == 0
+    assert np.isfinite(json.loads((tmp_path / "run" / "last.json").read_text())["loss"])

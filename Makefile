@@ -15,7 +15,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/promptseg segment src/promptseg/data/samples/coffee.png --point 290,150 \
-		--model $(or $(MODEL),vit_b) -o out/coffee_mask.png --overlay out/coffee_overlay.png
+		$(if $(MODEL),--model $(MODEL),) -o out/coffee_mask.png --overlay out/coffee_overlay.png
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

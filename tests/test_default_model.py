@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from promptseg import Predictor, build_model, sample_image_path
+from promptseg import Predictor, default_model, sample_image_path
 from promptseg.checkpoints import default_checkpoint
 from promptseg.eval.methods import SamMethod
 from promptseg.eval.protocols import Instance, evaluate_instance, summarise
@@ -22,7 +22,9 @@ HELD_OUT_SEED = 424242  # training scenes use other seeds
 
 @pytest.fixture(scope="module")
 def tiny():
-    return build_model(checkpoint=default_checkpoint())
+    model = default_model()
+    assert model.model_type == "tiny"
+    return model
 
 
 def test_bundled_weights_are_small_half_precision_and_say_where_they_come_from(tiny):
@@ -96,7 +98,12 @@ def test_data_engine_writes_a_shard_that_training_reads(tmp_path):
     entries = read_sa1b(tmp_path / "shard")
     assert sorted(e.image_path.name for e in entries) == ["sa_chelsea.png", "sa_coffee.png"]
     doc = json.loads((tmp_path / "shard" / "sa_coffee.json").read_text())
-    assert all(a["predicted_iou"] >= 0.88 and a["stability_score"] >= 0.92 for a in doc["annotations"])
+    from promptseg.everything import generator_defaults
+
+    th = generator_defaults(default_model())
+    assert doc["annotations"] and th["pred_iou_thresh"] < 0.88  # the tiny model's own thresholds
+    assert all(a["predicted_iou"] > th["pred_iou_thresh"] for a in doc["annotations"])
+    assert all(a["stability_score"] >= th["stability_score_thresh"] for a in doc["annotations"])
     cfg = TrainConfig.from_dict({
         "model": {"type": "tiny", "checkpoint": str(default_checkpoint())},
         "data": [{"kind": "sa1b", "path": str(tmp_path / "shard")}],
@@ -108,3 +115,11 @@ def test_data_engine_writes_a_shard_that_training_reads(tmp_path):
     again = run("engine", photos / "coffee.png", "-o", tmp_path / "shard", "--quiet")
     assert again.returncode == 0
     assert np.isfinite(json.loads((tmp_path / "run" / "last.json").read_text())["loss"])
+
+
+def test_everything_cli_with_no_mask_kept_writes_empty_results(tmp_path):
+    image = sample_image_path("coffee.png")
+    out = run("everything", image, "-o", tmp_path, "--pred-iou-thresh", "0.9999", "--points-per-side", "4", "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "coffee.json").read_text())["annotations"] == []
+    assert np.array_equal(read_image(tmp_path / "coffee_overlay.png"), read_image(image))

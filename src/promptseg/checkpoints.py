@@ -63,6 +63,14 @@ def default_checkpoint() -> Path:
     return Path(__file__).parent / "weights" / f"{DEFAULT_MODEL}.safetensors"
 
 
+def default_model(device: str | torch.device = "cpu") -> Sam:
+    """The bundled default model (`tiny`) with its trained weights."""
+    path = default_checkpoint()
+    if not path.is_file():
+        raise FileNotFoundError(f"the bundled default model is missing ({path}); reinstall promptseg")
+    return build_model(DEFAULT_MODEL, checkpoint=path, device=device)
+
+
 def cache_dir() -> Path:
     """Where downloaded weights live: $PROMPTSEG_HOME, else the platform's user cache."""
     env = os.environ.get("PROMPTSEG_HOME")

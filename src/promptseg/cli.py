@@ -54,15 +54,12 @@ def _parse_floats(text: str, n: tuple[int, ...], what: str) -> list[float]:
 def resolve_model(model: str | None, checkpoint: Path | None):
     """Build the model the options name: a checkpoint file; the bundled default model (`tiny`)
     when nothing or `tiny` is named; else cached official weights of a named type."""
-    from .checkpoints import DEFAULT_MODEL, OFFICIAL_WEIGHTS, build_model, cache_dir, default_checkpoint
+    from .checkpoints import DEFAULT_MODEL, OFFICIAL_WEIGHTS, build_model, cache_dir, default_model
 
     if checkpoint is not None:
         return build_model(model, checkpoint=checkpoint)
     if model is None or model == DEFAULT_MODEL:
-        bundled = default_checkpoint()
-        if not bundled.is_file():
-            raise UserError(f"the bundled default model is missing ({bundled}); reinstall promptseg")
-        return build_model(DEFAULT_MODEL, checkpoint=bundled)
+        return default_model()
     known = OFFICIAL_WEIGHTS.get(model)
     if known is None:
         raise UserError(f"unknown model {model!r}; choose {DEFAULT_MODEL} (default) or one of {', '.join(OFFICIAL_WEIGHTS)}")
@@ -167,8 +164,12 @@ def everything(
     overlays: bool = typer.Option(True, "--overlay/--no-overlay", help="Write a picture of every mask per image."),
     points_per_side: int = typer.Option(32, help="Grid of points_per_side^2 clicks."),
     points_per_batch: int = typer.Option(64, help="Clicks decoded together."),
-    pred_iou_thresh: float = typer.Option(0.88, help="Keep masks with a higher predicted IoU."),
-    stability_score_thresh: float = typer.Option(0.95, help="Keep masks at least this stable."),
+    pred_iou_thresh: float | None = typer.Option(
+        None, help="Keep masks with a higher predicted IoU [default: the model's; 0.88 for SAM]."
+    ),
+    stability_score_thresh: float | None = typer.Option(
+        None, help="Keep masks at least this stable [default: the model's; 0.95 for SAM]."
+    ),
     stability_score_offset: float = typer.Option(1.0, help="Logit offset of the stability score."),
     box_nms_thresh: float = typer.Option(0.7, help="Box IoU above which duplicates are removed."),
     crop_n_layers: int = typer.Option(0, help="Extra layers of overlapping crops."),
@@ -377,8 +378,12 @@ def engine(
     model: str | None = typer.Option(None, "--model", "-m", help="Model: tiny (default), vit_b, vit_l, vit_h."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file (e.g. a training run's)."),
     points_per_side: int = typer.Option(32, help="Grid of points_per_side^2 clicks."),
-    pred_iou_thresh: float = typer.Option(0.88, help="Keep masks the model is this confident in."),
-    stability_score_thresh: float = typer.Option(0.92, help="Keep masks at least this stable."),
+    pred_iou_thresh: float | None = typer.Option(
+        None, help="Keep masks the model is this confident in [default: the model's; 0.88 for SAM]."
+    ),
+    stability_score_thresh: float | None = typer.Option(
+        None, help="Keep masks at least this stable [default: the model's; 0.95 for SAM]."
+    ),
     min_mask_region_area: int = typer.Option(100, help="Remove holes and islands smaller than this (pixels)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:

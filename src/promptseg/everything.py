@@ -63,6 +63,17 @@ class _Found:
         return len(self.rles)
 
 
+SAM_GENERATOR_DEFAULTS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
+
+
+def generator_defaults(model: Sam) -> dict[str, float]:
+    """Everything-mode thresholds for a model: its configuration's, else SAM's."""
+    from .model.configs import CONFIGS
+
+    cfg = CONFIGS.get(getattr(model, "model_type", None) or "")
+    return {**SAM_GENERATOR_DEFAULTS, **dict(getattr(cfg, "generator_defaults", ()))}
+
+
 class MaskGenerator:
     """Every object and part in an image as masks with quality scores.
 
@@ -81,8 +92,8 @@ class MaskGenerator:
         model: Sam,
         points_per_side: int | None = 32,
         points_per_batch: int = 64,
-        pred_iou_thresh: float = 0.88,
-        stability_score_thresh: float = 0.95,
+        pred_iou_thresh: float | None = None,
+        stability_score_thresh: float | None = None,
         stability_score_offset: float = 1.0,
         box_nms_thresh: float = 0.7,
         crop_n_layers: int = 0,
@@ -114,6 +125,12 @@ class MaskGenerator:
                 raise ValueError(
                     f"point_grids needs one grid per crop layer ({crop_n_layers + 1}), got {len(point_grids)}"
                 )
+        # None: the model's own defaults (SAM's 0.88 / 0.95 for the ViT models; the tiny model's
+        # IoU head is calibrated on its weaker masks, see its config)
+        defaults = generator_defaults(model)
+        pred_iou_thresh = defaults["pred_iou_thresh"] if pred_iou_thresh is None else pred_iou_thresh
+        if stability_score_thresh is None:
+            stability_score_thresh = defaults["stability_score_thresh"]
         self.predictor = Predictor(model)
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh

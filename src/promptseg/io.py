@@ -117,6 +117,8 @@ def write_mask_png(mask: np.ndarray, path: str | os.PathLike) -> None:
 
 def mask_colors(n: int, seed: int = 0) -> np.ndarray:
     """n distinct, saturated colours (n x 3 uint8), the first a clear blue."""
+    if n == 0:
+        return np.zeros((0, 3), np.uint8)
     golden = 0.618033988749895
     hues = (0.6 + np.arange(n) * golden) % 1.0
     rng = np.random.default_rng(seed)

@@ -81,6 +81,10 @@ class TinyConfig:
     decoder_mlp_dim: int = 2048
     # first prompts are also drawn as the mask input (see PromptEncoder.draw_prompts)
     draw_prompts: bool = True
+    # Everything-mode thresholds for this model, chosen on synthetic training scenes: its IoU head
+    # predicts 0.1-0.6 (masks above 0.3 have a real IoU of about 0.5), and its logits are small,
+    # so stability at SAM's offset says little (it was anti-correlated with quality): not used.
+    generator_defaults: tuple[tuple[str, float], ...] = (("pred_iou_thresh", 0.3), ("stability_score_thresh", 0.0))
 
     def build(self) -> Sam:
         encoder = TinyEncoder(

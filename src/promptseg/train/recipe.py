@@ -3,8 +3,8 @@
 Per mask: a first prompt (a foreground point or a noisy box, equally likely), then rounds that
 each add a point sampled uniformly from the error region (a missed pixel gives a foreground
 point, a wrong one a background point) with the previous low-res logits as mask input, then
-rounds with the mask input only. The first round predicts three masks and only the
-lowest-loss one is back-propagated; later rounds (several prompts) use the single-mask output.
+rounds with the mask input only. A single click predicts three masks and only the lowest-loss
+one is back-propagated; a box or several clicks use the single-mask output.
 Mask loss is focal and dice at 20:1; the IoU head regresses the predicted masks' real IoU (MSE).
 """
 
@@ -136,11 +136,10 @@ def simulate(model, embeddings: torch.Tensor, gt: torch.Tensor, gen: torch.Gener
     round_iou = []
     for r in range(opts.rounds):
         grad = r in grad_rounds
-        multimask = r == 0
-        groups = [(use_box, True), (~use_box, False)]
-        results = []
+        logits = torch.empty(n, 1, low_size, low_size)
+        kept_iou = torch.empty(n)
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-            for sel, is_box in groups:
+            for sel, is_box in ((use_box, True), (~use_box, False)):
                 if not sel.any():
                     continue
                 idx = sel.nonzero().squeeze(1)
@@ -149,29 +148,27 @@ def simulate(model, embeddings: torch.Tensor, gt: torch.Tensor, gen: torch.Gener
                     bx = boxes[idx]
                 else:
                     pts, bx = (coords[idx], labels[idx]), None
+                # three candidate masks only for a single click; a box (two corners) or several
+                # clicks are not ambiguous and use the single-mask output
+                multimask = r == 0 and not is_box
                 mi = mask_input[idx] if mask_input is not None else None
                 sparse, dense = model.prompt_encoder(pts, bx, mi)
                 low, iou = model.mask_decoder(embeddings[idx], pe, sparse, dense, multimask)
-                results.append((idx, low, iou))
-            idx = torch.cat([i for i, _, _ in results])
-            low = torch.cat([x for _, x, _ in results])
-            iou = torch.cat([x for _, _, x in results])
-            order = torch.argsort(idx)
-            low, iou = low[order], iou[order]
-            if grad:
-                loss, parts, kept_iou, best = mask_losses(low, iou, gt_loss, opts)
-                total = total + loss
-                for k, v in parts.items():
-                    logs[k] = logs.get(k, 0.0) + float(v) / len(grad_rounds)
-            else:
-                up = F.interpolate(low, gt_loss.shape[-2:], mode="bilinear", align_corners=False)
-                ious = mask_iou(up, gt_loss[:, None].expand_as(up))
-                best = ious.argmax(1) if multimask else torch.zeros(n, dtype=torch.long)
-                kept_iou = ious.gather(1, best[:, None]).squeeze(1)
+                share = len(idx) / n
+                if grad:
+                    loss, parts, k_iou, _ = mask_losses(low, iou, gt_loss[idx], opts)
+                    total = total + share * loss
+                    for k, v in parts.items():
+                        logs[k] = logs.get(k, 0.0) + share * float(v) / len(grad_rounds)
+                else:
+                    up = F.interpolate(low, gt_loss.shape[-2:], mode="bilinear", align_corners=False)
+                    ious = mask_iou(up, gt_loss[idx, None].expand_as(up))
+                    k_iou = ious.max(1).values
+                kept_iou[idx] = k_iou.detach()
+                # next round's mask input: the mask a user would keep (highest predicted IoU)
+                choice = iou.detach().argmax(1)
+                logits[idx] = low.detach()[torch.arange(len(idx)), choice][:, None]
         round_iou.append(float(kept_iou.mean()))
-        # next round's mask input: the mask a user would keep (highest predicted IoU)
-        choice = iou.detach().argmax(1)
-        logits = low.detach()[torch.arange(n), choice][:, None]
         mask_input = logits
         if r < opts.point_rounds:
             pred = logits[:, 0] > 0

@@ -132,3 +132,11 @@ def test_everything_cli_with_no_mask_kept_writes_empty_results(tmp_path):
     assert out.returncode == 0, out.stderr
     assert json.loads((tmp_path / "coffee.json").read_text())["annotations"] == []
     assert np.array_equal(read_image(tmp_path / "coffee_overlay.png"), read_image(image))
+
+
+def test_missing_bundled_weights_are_a_clear_error(monkeypatch, tmp_path):
+    import promptseg.checkpoints as ckpt
+
+    monkeypatch.setattr(ckpt, "default_checkpoint", lambda: tmp_path / "tiny.safetensors")
+    with pytest.raises(FileNotFoundError, match="bundled default model is missing"):
+        ckpt.default_model()

@@ -26,5 +26,6 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py --repeat 5 --prompts 40 --json out/bench/core.json
 	$(BIN)/python benchmarks/bench_everything.py --json out/bench/everything.json
 	$(BIN)/python benchmarks/bench_everything.py --memory --size 4000x3000 --grid 8 --json out/bench/memory.json
+	$(BIN)/python benchmarks/bench_tiny.py --json out/bench/tiny.json
 	$(BIN)/python benchmarks/plot_results.py out/bench/core.json out/bench/everything.json \
 		out/bench/memory.json -o out/bench/benchmarks.png

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d, MLPBlock
+from .common import MLPBlock, sam_neck
 
 
 class ConvNormAct(nn.Sequential):
@@ -87,12 +87,7 @@ class TinyEncoder(nn.Module):
         self.down3 = ConvNormAct(d2, d3, 3, 2)
         self.stage3 = nn.Sequential(*(MBConv(d3) for _ in range(depths[2])))
         self.attn = nn.Sequential(*(GlobalBlock(d3, num_heads) for _ in range(attn_depth)))
-        self.neck = nn.Sequential(
-            nn.Conv2d(d3, out_chans, kernel_size=1, bias=False),
-            LayerNorm2d(out_chans),
-            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
-            LayerNorm2d(out_chans),
-        )
+        self.neck = sam_neck(d3, out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stage1(self.stem(x))

@@ -41,6 +41,12 @@ def _rle_from_segmentation(seg, height: int, width: int) -> dict | None:
     return None
 
 
+def _entry(image: Path, anns: list[dict], height: int, width: int) -> Entry | None:
+    """An Entry from one image's annotations, or None when none of them has a usable mask."""
+    rles = [r for r in (_rle_from_segmentation(a["segmentation"], height, width) for a in anns) if r is not None]
+    return Entry(image, rles) if rles else None
+
+
 def read_sa1b(folder: str | Path) -> list[Entry]:
     """A folder of SA-1B pairs: <stem>.json ({"image": {...}, "annotations": [...]}) beside the image."""
     folder = Path(folder)
@@ -60,10 +66,9 @@ def read_sa1b(folder: str | Path) -> list[Entry]:
             image = next((p for p in (js.with_suffix(s) for s in IMAGE_SUFFIXES) if p.is_file()), None)
         if image is None:
             continue
-        h, w = int(info["height"]), int(info["width"])
-        rles = [r for r in (_rle_from_segmentation(a["segmentation"], h, w) for a in anns) if r is not None]
-        if rles:
-            entries.append(Entry(image, rles))
+        entry = _entry(image, anns, int(info["height"]), int(info["width"]))
+        if entry is not None:
+            entries.append(entry)
     if not entries:
         raise ValueError(f"{folder} holds no SA-1B image/JSON pairs with annotations")
     return entries
@@ -83,10 +88,9 @@ def read_coco(instances: str | Path, images: str | Path) -> list[Entry]:
         anns = by_image.get(info["id"], [])
         if not anns or not path.is_file():
             continue
-        h, w = int(info["height"]), int(info["width"])
-        rles = [r for r in (_rle_from_segmentation(a["segmentation"], h, w) for a in anns) if r is not None]
-        if rles:
-            entries.append(Entry(path, rles))
+        entry = _entry(path, anns, int(info["height"]), int(info["width"]))
+        if entry is not None:
+            entries.append(entry)
     if not entries:
         raise ValueError(f"{instances} holds no annotated images found under {images}")
     return entries

@@ -467,7 +467,8 @@ def evaluate_cmd(
     total = sum(len(i) for _, i in datasets)
     with _bar(total, "evaluating", quiet) as advance:
         report, shown = evaluate(datasets, methods, chosen, advance, keep=examples if pictures else 0, errors=errors)
-    report["model"] = {"type": sam.model_type, "checkpoint": str(checkpoint) if checkpoint else "bundled"}
+    source = str(checkpoint) if checkpoint else ("bundled" if model in (None, "tiny") else "cached official weights")
+    report["model"] = {"type": sam.model_type, "checkpoint": source}
     report["protocols"] = sorted(chosen)
     report["errors"] = errors
     typer.echo(table(report))

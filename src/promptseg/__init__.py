@@ -1,19 +1,31 @@
-"""promptseg: the Segment Anything Model, exact and fast, with the tools around it."""
+"""promptseg: the Segment Anything Model, exact and fast, with the tools around it.
 
-from .checkpoints import build_model, default_model, download, load_state_dict
-from .everything import MaskGenerator
-from .io import read_image, sample_image_path
-from .predictor import Predictor
+Names are imported on first use, so `promptseg.export.OnnxPredictor` (onnxruntime + numpy)
+works where torch is not installed."""
+
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "MaskGenerator",
-    "Predictor",
-    "build_model",
-    "default_model",
-    "download",
-    "load_state_dict",
-    "read_image",
-    "sample_image_path",
-]
+_WHERE = {
+    "MaskGenerator": "everything",
+    "Predictor": "predictor",
+    "build_model": "checkpoints",
+    "default_model": "checkpoints",
+    "download": "checkpoints",
+    "load_state_dict": "checkpoints",
+    "read_image": "io",
+    "sample_image_path": "io",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module 'promptseg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

@@ -18,8 +18,11 @@ import torch
 
 from .io import ImageLike, read_image
 from .model import Sam
+from .prompts import check_prompts
 from .runtime import tune_allocator
-from .transforms import ResizeLongestSide
+from .transforms import ResizeLongestSide, upscale_logits
+
+_DECODE_CHUNK = 4  # prompts decoded together in `decode_points`
 
 
 @dataclass
@@ -31,105 +34,6 @@ class ImageState:
     input_size: tuple[int, int]  # (h, w) after resizing, before padding
     decoder_prepared: dict | None = None  # prompt-independent decoder work, made on first use
     image_pe: torch.Tensor | None = None  # positional encoding of the embedding grid, made on first use
-
-
-def _as_array(value: Any, name: str) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be numeric, got {type(value).__name__}") from None
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values: {arr.tolist() if arr.size <= 8 else '...'}")
-    return arr
-
-
-def check_prompts(
-    original_size: tuple[int, int],
-    point_coords=None,
-    point_labels=None,
-    box=None,
-    mask_input=None,
-    mask_input_size: tuple[int, int] = (256, 256),
-):
-    """Validate prompts given in the original image frame.
-
-    Returns (coords (B, N, 2), labels (B, N), boxes (B, 4) clipped to the image, masks
-    (B, 1, h, w)) with None for absent prompts, the batch size, and whether the call was batched.
-    Raises ValueError naming the bad value."""
-    h, w = original_size
-    if point_coords is None and box is None and mask_input is None:
-        raise ValueError("no prompt given: pass point_coords with point_labels, a box, or a mask_input")
-    batched = False
-    coords = labels = boxes = masks = None
-    if (point_coords is None) != (point_labels is None):
-        raise ValueError("point_coords and point_labels go together: pass both or neither")
-    if point_coords is not None:
-        coords = _as_array(point_coords, "point_coords")
-        labels = _as_array(point_labels, "point_labels")
-        if coords.ndim == 2 and coords.shape[1] == 2:
-            coords, expect_labels = coords[None], (coords.shape[0],)
-        elif coords.ndim == 3 and coords.shape[2] == 2:
-            batched, expect_labels = True, coords.shape[:2]
-        else:
-            raise ValueError(f"point_coords must be Nx2 (or BxNx2 for a batch), got shape {coords.shape}")
-        if labels.shape != expect_labels:
-            raise ValueError(f"point_labels must have shape {expect_labels} to match point_coords, got {labels.shape}")
-        labels = labels.reshape(coords.shape[:2])
-        allowed = (0, 1, -1) if batched else (0, 1)
-        bad = labels[~np.isin(labels, allowed)]
-        if bad.size:
-            raise ValueError(
-                f"point_labels must be 1 (foreground) or 0 (background){' or -1 (padding)' if batched else ''}, "
-                f"got {bad[0]:g}"
-            )
-        real = labels != -1
-        xs, ys = coords[..., 0][real], coords[..., 1][real]
-        outside = (xs < 0) | (xs > w) | (ys < 0) | (ys > h)
-        if outside.any():
-            i = int(np.argmax(outside))
-            raise ValueError(
-                f"point ({xs[i]:g}, {ys[i]:g}) is outside the {w}x{h} image; points are (x, y) pixels of the original image"
-            )
-    if box is not None:
-        boxes = _as_array(box, "box")
-        if boxes.shape == (4,):
-            boxes = boxes[None]
-        elif boxes.ndim == 2 and boxes.shape[1] == 4 and boxes.shape[0] >= 1:
-            batched = batched or boxes.shape[0] > 1
-        else:
-            raise ValueError(f"box must be [x0, y0, x1, y1] (or Bx4 for a batch), got shape {boxes.shape}")
-        inverted = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-        if inverted.any():
-            raise ValueError(
-                f"box {boxes[int(np.argmax(inverted))].tolist()} is empty or inverted; use x0 < x1 and y0 < y1"
-            )
-        off = (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0) | (boxes[:, 0] >= w) | (boxes[:, 1] >= h)
-        if off.any():
-            raise ValueError(f"box {boxes[int(np.argmax(off))].tolist()} lies wholly outside the {w}x{h} image")
-        boxes = boxes.copy()
-        boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
-        boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
-    if mask_input is not None:
-        masks = _as_array(mask_input, "mask_input").astype(np.float32)
-        size = tuple(mask_input_size)
-        if masks.shape == size:
-            masks = masks[None, None]
-        elif masks.shape == (1, *size):
-            masks = masks[None]
-        elif masks.ndim == 4 and masks.shape[1:] == (1, *size):
-            batched = batched or masks.shape[0] > 1
-        else:
-            raise ValueError(
-                f"mask_input must be 1x{size[0]}x{size[1]} low-res logits (e.g. low_res_logits from an earlier "
-                f"predict), got shape {masks.shape}"
-            )
-    sizes = {name: len(a) for name, a in (("points", coords), ("boxes", boxes), ("mask_input", masks)) if a is not None}
-    n = max(sizes.values())
-    if any(k not in (1, n) for k in sizes.values()):
-        raise ValueError(f"batched prompts disagree in count: {sizes}; give each the same batch size")
-    return coords, labels, boxes, masks, n, batched
 
 
 class Predictor:
@@ -351,6 +255,23 @@ class Predictor:
             masks = masks > self.model.mask_threshold
         return masks, iou, low_res
 
+    @property
+    def mask_threshold(self) -> float:
+        return self.model.mask_threshold
+
+    def decode_points(self, state: ImageState, points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """One foreground click per prompt, points (n, 2) in the original frame -> the three
+        candidates' low-res logits (n, 3, h, w) and IoU predictions (n, 3) (everything mode)."""
+        coords = torch.as_tensor(self.transform.apply_coords(points, state.original_size), dtype=torch.float)
+        labels = torch.ones(len(points), dtype=torch.int)
+        # Decoded a few prompts at a time: per-prompt tensors of (4096, 256) floats then stay
+        # near the cache, which measured 1.5x faster here than one pass over 64 prompts.
+        parts = [
+            self._decode(state, coords[i : i + _DECODE_CHUNK, None], labels[i : i + _DECODE_CHUNK, None], None, None, True)
+            for i in range(0, len(points), _DECODE_CHUNK)
+        ]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
     def _decode(self, state, point_coords, point_labels, boxes, mask_input, multimask_output):
         points = (point_coords, point_labels) if point_coords is not None else None
         encoder = self.model.prompt_encoder
@@ -366,28 +287,16 @@ class Predictor:
         return self.model.mask_decoder(state.features, image_pe, sparse, dense, multimask_output, prepared)
 
     def _postprocess_numpy(self, low_res: torch.Tensor, state: ImageState, return_logits: bool) -> np.ndarray:
-        """Low-res logits (B, M, 256, 256) -> full-size masks (or logits) as numpy.
-
-        The same two bilinear steps as `Sam.postprocess_masks` (upsample to the padded input
-        square, crop, resize to the original size), done per mask with OpenCV on the CPU, which
-        is about three times faster than torch's kernel here."""
+        """Low-res logits (B, M, 256, 256) -> full-size masks (or logits) as numpy: the same two
+        bilinear steps as `Sam.postprocess_masks`, with OpenCV on the CPU (`upscale_logits`)."""
         if low_res.device.type != "cpu":
             masks = self.model.postprocess_masks(low_res, state.input_size, state.original_size)
             return (masks if return_logits else masks > self.model.mask_threshold).cpu().numpy()
-        import cv2
-
-        b, m, lh, lw = low_res.shape
-        f = self.model.img_size // lw
-        (ih, iw), (oh, ow) = state.input_size, state.original_size
-        rows, cols = min(lh, -(-ih // f) + 1), min(lw, -(-iw // f) + 1)
-        logits = low_res.float().numpy()
-        out = np.empty((b, m, oh, ow), dtype=np.float32 if return_logits else bool)
-        for i in range(b):
-            for j in range(m):
-                up = cv2.resize(logits[i, j, :rows, :cols], (cols * f, rows * f), interpolation=cv2.INTER_LINEAR)
-                full = cv2.resize(up[:ih, :iw], (ow, oh), interpolation=cv2.INTER_LINEAR)
-                if return_logits:
-                    out[i, j] = full
-                else:
-                    np.greater(full, self.model.mask_threshold, out=out[i, j])
-        return out
+        return upscale_logits(
+            low_res.float().numpy(),
+            state.input_size,
+            state.original_size,
+            self.model.img_size,
+            self.model.mask_threshold,
+            return_logits,
+        )

@@ -70,8 +70,11 @@ class Attention(nn.Module):
                 bias_w = torch.einsum("nahwc,wkc->nahwk", grid_q, table_w).contiguous()
                 # Written straight into a contiguous buffer: a broadcast add of the einsum
                 # outputs would take their odd strides and need a second full copy.
-                bias = qs.new_empty(n, qs.shape[1], h, w, h, w)
-                torch.add(bias_h[..., :, None], bias_w[..., None, :], out=bias)
+                if torch.jit.is_tracing():  # graph export: `out=` has no graph form
+                    bias = bias_h[..., :, None] + bias_w[..., None, :]
+                else:
+                    bias = qs.new_empty(n, qs.shape[1], h, w, h, w)
+                    torch.add(bias_h[..., :, None], bias_w[..., None, :], out=bias)
                 bias = bias.view(n, -1, h * w, h * w)
                 parts.append(F.scaled_dot_product_attention(qs, k[:, s : s + step], v[:, s : s + step], attn_mask=bias))
             out = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
@@ -85,7 +88,8 @@ def _to_windows(x: torch.Tensor, size: int, fill: torch.Tensor | None) -> tuple[
     """Pad (B, H, W, C) at the bottom/right up to a multiple of `size` with `fill` (or zeros)
     and cut it into (B * nH * nW, size, size, C) windows."""
     b, h, w, c = x.shape
-    hp, wp = -(-h // size) * size, -(-w // size) * size
+    hp, wp = (h + size - 1) // size * size, (w + size - 1) // size * size  # no negative floor division: traced
+    # into a graph, integer division truncates
     if (hp, wp) != (h, w):
         padded = x.new_zeros(b, hp, wp, c) if fill is None else fill.to(x.dtype).expand(b, hp, wp, c).clone()
         padded[:, :h, :w] = x

@@ -136,7 +136,10 @@ def draw_prompt_mask(
     strength: float = 4.0,
 ) -> torch.Tensor:
     """Prompts drawn as mask-input logits (B, 1, h, w) over the padded input square: -strength
-    everywhere, +strength inside each box and within two cells of each foreground point."""
+    everywhere, +strength inside each box and within two cells of each foreground point.
+
+    A point labelled 2 followed by one labelled 3 is a box's top-left and bottom-right corner
+    (the ONNX decoder's input form), drawn as that box."""
     h, w = size
     cell_y, cell_x = image_size[0] / h, image_size[1] / w
     device = points[0].device if points is not None else boxes.device
@@ -153,6 +156,11 @@ def draw_prompt_mask(
         dx = xs[:, None] - coords[..., 0, None, None].float()  # (B, N, 1, w)
         dy = ys[:, None] - coords[..., 1, None, None].float()  # (B, N, h, 1)
         near = (dx**2 + dy**2 <= radius2) & (labels == 1)[..., None, None]
-        inside |= near.any(1)
+        # box corners: each label-2 point and the point after it
+        nxt = torch.cat([coords[:, 1:], coords[:, -1:]], dim=1).float()
+        corner = (labels == 2)[..., None, None]
+        in_x = (dx >= 0) & (xs[:, None] <= nxt[..., 0, None, None])
+        in_y = (dy >= 0) & (ys[:, None] <= nxt[..., 1, None, None])
+        inside = inside | (near | (corner & in_x & in_y)).any(1)
     out = torch.full((batch, 1, h, w), -strength, device=device)
     return out.masked_fill(inside[:, None], strength)

@@ -1,0 +1,97 @@
+"""The model rearranged for ONNX export: an encoder graph from the resized image to the
+embedding, and a decoder graph from the embedding and prompts to full-size mask logits.
+
+The decoder's inputs and outputs are those of Meta's SAM export, so clients written for it work
+unchanged: prompts are points in the model's input frame with labels 1 foreground, 0
+background, -1 padding, and 2 / 3 for a box's top-left / bottom-right corners.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..model import Sam
+from ..model.prompt_encoder import draw_prompt_mask
+
+ENCODER_INPUTS = ("input_image",)
+ENCODER_OUTPUTS = ("image_embeddings",)
+DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size")
+DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
+
+
+class EncoderGraph(nn.Module):
+    """input_image (h, w, 3) float RGB in 0..255, longest side img_size -> embedding (1, C, g, g).
+
+    Normalisation and padding to the square input happen inside the graph."""
+
+    def __init__(self, sam: Sam) -> None:
+        super().__init__()
+        self.sam = sam
+
+    def forward(self, input_image: torch.Tensor) -> torch.Tensor:
+        x = input_image.permute(2, 0, 1).unsqueeze(0)
+        return self.sam.image_encoder(self.sam.preprocess(x))
+
+
+class DecoderGraph(nn.Module):
+    """Embedding and prompts -> full-size mask logits, IoU predictions and low-res logits.
+
+    image_embeddings (1, C, g, g); point_coords (B, N, 2) and point_labels (B, N) in the input
+    frame (a box is two points labelled 2 and 3; without a box, add a (0, 0) point labelled -1,
+    as SAM pads); mask_input (B or 1, 1, 4g, 4g) with has_mask_input (1,) 1 or 0; orig_im_size
+    (2,) as (H, W). Outputs carry all four mask tokens (0: the single-mask answer, 1-3: the three
+    candidates), or with `return_single_mask` the best one, chosen as SAM's export chooses.
+    """
+
+    def __init__(self, sam: Sam, return_single_mask: bool = False) -> None:
+        super().__init__()
+        self.sam = sam
+        self.return_single_mask = return_single_mask
+        pe = sam.prompt_encoder
+        table = torch.cat([pe.not_a_point_embed.weight, *(e.weight for e in pe.point_embeddings)])
+        self.register_buffer("label_table", table.detach().clone(), persistent=False)  # labels -1..3
+        self.register_buffer("image_pe", pe.get_dense_pe().detach().clone(), persistent=False)
+
+    def _sparse(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        pe = self.sam.prompt_encoder
+        enc = pe.pe_layer.forward_with_coords(coords + 0.5, pe.input_image_size)
+        enc = torch.where((labels == -1).unsqueeze(-1), 0.0, enc)
+        return enc + self.label_table[(labels + 1).clamp(0, 4).long()]
+
+    def _dense(self, coords, labels, mask_input, has_mask_input) -> torch.Tensor:
+        pe = self.sam.prompt_encoder
+        has = has_mask_input.reshape(-1, 1, 1, 1)
+        if pe.draw_prompts:  # the model was trained with its first prompt drawn as the mask input
+            drawn = draw_prompt_mask((coords, labels), None, pe.mask_input_size, pe.input_image_size, coords.shape[0])
+            return pe.mask_downscaling(has * mask_input + (1 - has) * drawn)
+        no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        return has * pe.mask_downscaling(mask_input) + (1 - has) * no_mask
+
+    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input, orig_im_size):
+        labels = point_labels.float()
+        sparse = self._sparse(point_coords, labels)
+        dense = self._dense(point_coords, labels, mask_input, has_mask_input)
+        low_res, iou = self.sam.mask_decoder.predict_masks(image_embeddings, self.image_pe, sparse, dense)
+        if self.return_single_mask:
+            low_res, iou = self._select(low_res, iou, point_coords.shape[1])
+        return self._full_size(low_res, orig_im_size), iou, low_res
+
+    @staticmethod
+    def _select(low_res: torch.Tensor, iou: torch.Tensor, num_points) -> tuple[torch.Tensor, torch.Tensor]:
+        """One click (with its padding point): the best of the three candidates; more prompts:
+        the single-mask token."""
+        bias = torch.tensor([1000.0, 0.0, 0.0, 0.0], device=iou.device) * (num_points - 2.5)
+        best = torch.argmax(iou + bias, dim=1)
+        rows = torch.arange(iou.shape[0], device=iou.device)
+        return low_res[rows, best].unsqueeze(1), iou[rows, best].unsqueeze(1)
+
+    def _full_size(self, low_res: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
+        size = self.sam.img_size
+        up = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
+        hw = orig_im_size.to(torch.float64)  # rounded in double, as `preprocess_shape` rounds
+        input_hw = torch.floor(hw * (size / hw.max()) + 0.5).to(torch.int64)
+        up = up[..., : input_hw[0], : input_hw[1]]
+        orig = orig_im_size.to(torch.int64)
+        return F.interpolate(up, size=(orig[0], orig[1]), mode="bilinear", align_corners=False)

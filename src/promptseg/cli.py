@@ -71,6 +71,52 @@ def resolve_model(model: str | None, checkpoint: Path | None):
     return build_model(model, checkpoint=cached)
 
 
+BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKEND_HELP = "torch, or onnx / onnx-int8 (ONNX Runtime; files from --onnx-dir, else exported once into the cache)."
+
+
+def _model_weights(model: str | None, checkpoint: Path | None) -> Path | None:
+    """The weights file the options name, where one exists."""
+    from .checkpoints import DEFAULT_MODEL, OFFICIAL_WEIGHTS, cache_dir, default_checkpoint
+
+    if checkpoint is not None:
+        return checkpoint
+    if model is None or model == DEFAULT_MODEL:
+        return default_checkpoint()
+    known = OFFICIAL_WEIGHTS.get(model)
+    return cache_dir() / known.filename if known else None
+
+
+def resolve_predictor(backend: str, model: str | None, checkpoint: Path | None, onnx_dir: Path | None):
+    """A Predictor (torch) or an OnnxPredictor for the options. Without --onnx-dir, the model is
+    exported once into the cache, under a key of its weights file (path, size, time)."""
+    if backend not in BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "torch":
+        from .predictor import Predictor
+
+        return Predictor(resolve_model(model, checkpoint))
+    from .export.runtime import OnnxPredictor
+
+    precision = "int8" if backend == "onnx-int8" else "fp32"
+    if onnx_dir is None:
+        import hashlib
+
+        from . import __version__
+        from .checkpoints import cache_dir
+
+        weights = _model_weights(model, checkpoint)
+        stat = weights.stat() if weights is not None and weights.is_file() else None
+        key = f"{model}|{weights and weights.resolve()}|{stat and (stat.st_size, stat.st_mtime_ns)}|{__version__}"
+        onnx_dir = cache_dir() / "onnx" / f"{model or 'default'}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+        suffix = ".int8.onnx" if precision == "int8" else ".onnx"
+        if not all((onnx_dir / f"{n}{suffix}").is_file() for n in ("encoder", "decoder")):
+            from .export.exporter import export_model
+
+            export_model(resolve_model(model, checkpoint), onnx_dir, quantize="int8" if precision == "int8" else None)
+    return OnnxPredictor(onnx_dir, precision=precision)
+
+
 @app.command()
 def segment(
     image: Path = typer.Argument(..., help="Image file to segment."),
@@ -86,13 +132,15 @@ def segment(
     ),
     multimask: bool = typer.Option(False, "--multimask", help="Write all three candidate masks (OUTPUT_0.png ...)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (files, scores, areas) on stdout."),
+    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
+    onnx_dir: Path | None = typer.Option(None, "--onnx-dir", help="Folder written by `promptseg export`."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Segment IMAGE from point and/or box prompts and write the mask as a PNG."""
     import numpy as np
 
     from .io import overlay, read_image, write_image, write_mask_png
-    from .predictor import Predictor, check_prompts
+    from .prompts import check_prompts
 
     try:
         points = [_parse_floats(p, (2, 3), "--point") for p in point]
@@ -105,8 +153,7 @@ def segment(
         box_arr = np.array(box_values) if box_values else None
         check_prompts(rgb.shape[:2], coords, labels, box_arr)  # fail before the slow part
         with _status("loading model", quiet):
-            sam = resolve_model(model, checkpoint)
-        predictor = Predictor(sam)
+            predictor = resolve_predictor(backend, model, checkpoint, onnx_dir)
         t0 = time.perf_counter()
         with _status(f"embedding {image.name}", quiet):
             predictor.set_image(rgb)
@@ -135,7 +182,8 @@ def segment(
     summary = {
         "image": str(image),
         "size": {"width": rgb.shape[1], "height": rgb.shape[0]},
-        "model": sam.model_type,
+        "model": predictor.model_type if backend != "torch" else predictor.model.model_type,
+        "backend": backend,
         "masks": written,
         "best": 0 if not multimask else best,
         "overlay": str(overlay_path) if overlay_path else None,
@@ -177,6 +225,8 @@ def everything(
     crop_overlap_ratio: float = typer.Option(512 / 1500, help="Overlap of neighbouring crops."),
     crop_n_points_downscale_factor: int = typer.Option(1, help="Grid thinning per crop layer."),
     min_mask_region_area: int = typer.Option(0, help="Remove holes and islands smaller than this (pixels)."),
+    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
+    onnx_dir: Path | None = typer.Option(None, "--onnx-dir", help="Folder written by `promptseg export`."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Find every object in each image; write SA-1B JSON, COCO JSON or PNG masks, and overlays.
@@ -193,9 +243,9 @@ def everything(
     if not paths:
         _fail(f"no image files found in {' '.join(inputs)}")
     try:
-        sam = resolve_model(model, checkpoint)
+        predictor = resolve_predictor(backend, model, checkpoint, onnx_dir)
         generator = MaskGenerator(
-            sam,
+            predictor if backend != "torch" else predictor.model,
             points_per_side=points_per_side,
             points_per_batch=points_per_batch,
             pred_iou_thresh=pred_iou_thresh,
@@ -301,6 +351,38 @@ def _decoded(records: list[dict]) -> list[dict]:
     from .masks import decode_coco_rle
 
     return [{**r, "segmentation": decode_coco_rle(r["segmentation"])} for r in records]
+
+
+@app.command("export")
+def export_cmd(
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for encoder.onnx and decoder.onnx."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model: tiny (bundled, the default), vit_b, vit_l, vit_h."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file."),
+    quantize: str | None = typer.Option(None, "--quantize", help="int8: also write encoder.int8.onnx and decoder.int8.onnx."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (14-21)."),
+    single_mask: bool = typer.Option(
+        False, "--return-single-mask", help="Decoder returns only the best mask (as Meta's export option)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Write the model as ONNX: encoder.onnx (resized RGB image -> embedding) and decoder.onnx
+    (embedding + points/box/mask -> full-size masks, IoU scores, low-res logits), the decoder
+    with the inputs of Meta's SAM export."""
+    try:
+        if quantize not in (None, "int8"):
+            raise UserError(f"--quantize must be int8, got {quantize!r}")
+        with _status("loading model", quiet):
+            sam = resolve_model(model, checkpoint)
+        from .export.exporter import export_model
+
+        with _status("exporting", quiet):
+            paths = export_model(sam, output, opset=opset, quantize=quantize, return_single_mask=single_mask)
+    except (UserError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+        return
+    if not quiet:
+        for path in paths.values():
+            typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", err=True)
 
 
 @app.command()

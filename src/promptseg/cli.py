@@ -353,6 +353,37 @@ def _decoded(records: list[dict]) -> list[dict]:
     return [{**r, "segmentation": decode_coco_rle(r["segmentation"])} for r in records]
 
 
+@app.command()
+def serve(
+    model: str | None = typer.Option(None, "--model", "-m", help="Model: tiny (bundled, the default), vit_b, vit_l, vit_h."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0: any free port)."),
+    cache_mb: int = typer.Option(1024, "--cache-mb", min=16, help="Memory budget of the embedded-image cache (MiB)."),
+    max_upload_mb: int = typer.Option(25, "--max-upload-mb", min=1, help="Largest accepted upload (MiB)."),
+    max_megapixels: float = typer.Option(40.0, "--max-megapixels", min=0.01, help="Largest accepted image."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Log errors only."),
+) -> None:
+    """Serve the web page at / and the HTTP API under /v1 (OpenAPI docs at /docs)."""
+    try:
+        with _status("loading model", quiet):
+            sam = resolve_model(model, checkpoint)
+        import uvicorn
+
+        from .server.app import ServerSettings, create_app
+
+        settings = ServerSettings(
+            max_upload_bytes=max_upload_mb * 2**20, max_pixels=int(max_megapixels * 1e6), cache_bytes=cache_mb * 2**20
+        )
+        app_ = create_app(sam, settings)
+    except (UserError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+        return
+    if not quiet:
+        typer.echo(f"promptseg serving {sam.model_type} at http://{host}:{port}/ (API docs: /docs)", err=True)
+    uvicorn.run(app_, host=host, port=port, log_level="warning" if quiet else "info")
+
+
 @app.command("export")
 def export_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="Folder for encoder.onnx and decoder.onnx."),

@@ -15,6 +15,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
 
 
+SAMPLES = ("coffee.png", "chelsea.png")  # bundled photos (scikit-image's data, CC0)
+
+
 def sample_image_path(name: str = "coffee.png") -> Path:
     """Path of a photo bundled with the package (`coffee.png`, `chelsea.png`)."""
     path = Path(str(resources.files("promptseg") / "data" / "samples" / name))

@@ -70,6 +70,16 @@ class Predictor:
     def reset_image(self) -> None:
         self._state = None
 
+    @property
+    def image_state(self) -> ImageState:
+        """The embedded image prompts are answered on; a server holding many embedded images
+        swaps them in and out here instead of embedding again."""
+        return self._require_image()
+
+    @image_state.setter
+    def image_state(self, state: ImageState) -> None:
+        self._state = state
+
     def _require_image(self) -> ImageState:
         if self._state is None:
             raise ValueError("no image is set; call set_image(image) (or load_embedding(path)) first")

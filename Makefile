@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench
+.PHONY: demo test bench serve browser
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,9 +17,18 @@ demo: $(STAMP)
 	$(BIN)/promptseg segment src/promptseg/data/samples/coffee.png --point 290,150 \
 		$(if $(MODEL),--model $(MODEL),) -o out/coffee_mask.png --overlay out/coffee_overlay.png
 
-test: $(STAMP)
+# The browser test drives Debian's Chromium (Playwright's own browser downloads are not used).
+browser:
+	@command -v chromium >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) browser
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q --durations=10
+
+serve: $(STAMP)
+	$(BIN)/promptseg serve $(if $(MODEL),--model $(MODEL),)
 
 bench: $(STAMP)
 	mkdir -p out/bench
@@ -27,5 +36,6 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_everything.py --json out/bench/everything.json
 	$(BIN)/python benchmarks/bench_everything.py --memory --size 4000x3000 --grid 8 --json out/bench/memory.json
 	$(BIN)/python benchmarks/bench_tiny.py --json out/bench/tiny.json
+	$(BIN)/python benchmarks/bench_onnx.py --json out/bench/onnx.json $(if $(wildcard ../shared/eval-data),--eval-data ../shared/eval-data,)
 	$(BIN)/python benchmarks/plot_results.py out/bench/core.json out/bench/everything.json \
 		out/bench/memory.json -o out/bench/benchmarks.png

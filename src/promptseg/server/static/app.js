@@ -103,8 +103,8 @@ function prompts() {
     body.point_labels = S.points.map((p) => p.label);
   }
   if (S.box) body.box = S.box;
-  // refine from the previous answer, as SAM's predictor is used interactively
-  if (S.answer && S.points.length > 1) body.mask_input = S.answer.logits[S.selected];
+  // Like SAM's own demo, every answer comes from the prompts alone (no previous logits as
+  // mask input): undo and candidate switching then always mean the same thing.
   return body;
 }
 

@@ -1,0 +1,122 @@
+"""The web page in a real headless Chromium (Debian's, driven by Playwright) against a served
+process: upload a photo, click an object, see the mask appear over it, add a background click,
+switch candidates, download the mask PNG; screenshots are saved under out/screenshots."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from promptseg import sample_image_path
+from server_helpers import running_server
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+SHOTS = Path(__file__).resolve().parents[1] / "out" / "screenshots"
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, "the browser test needs Debian's chromium (make test installs it: apt-get install chromium)"
+    return path
+
+
+def canvas_pixels(page) -> np.ndarray:
+    data = page.evaluate(
+        """() => { const c = document.getElementById('view');
+                   return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); }"""
+    )
+    w, h = page.evaluate("() => [document.getElementById('view').width, document.getElementById('view').height]")
+    return np.array(data, dtype=np.uint8).reshape(h, w, 4)[..., :3]
+
+
+def click_at(page, x: float, y: float, shift: bool = False) -> None:
+    """Click at image pixel (x, y), whatever the canvas's on-screen scale."""
+    box = page.locator("#view").bounding_box()
+    w = page.evaluate("() => document.getElementById('view').width")
+    s = box["width"] / w
+    if shift:
+        page.keyboard.down("Shift")
+    page.mouse.click(box["x"] + x * s, box["y"] + y * s)
+    if shift:
+        page.keyboard.up("Shift")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def test_click_to_segment_in_a_browser(browser, tmp_path):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    photo = sample_image_path("coffee.png")
+    original = np.asarray(Image.open(photo).convert("RGB"))
+    with running_server() as (url, _):
+        page = browser.new_page(viewport={"width": 1100, "height": 800}, accept_downloads=True)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        page.set_input_files("#file", str(photo))
+        page.wait_for_function("() => document.getElementById('status').className === 'ready'", timeout=60000)
+        before = canvas_pixels(page)
+        assert np.abs(before.astype(int) - original).max() <= 2  # the photo itself is drawn, untouched
+        page.screenshot(path=str(SHOTS / "1_loaded.png"))
+
+        # a click on the cup (image pixel 300, 200): a mask overlay appears over it
+        click_at(page, 300, 200)
+        page.wait_for_function("() => document.getElementById('view').dataset.masks === '1'", timeout=30000)
+        after = canvas_pixels(page)
+        changed = np.abs(after.astype(int) - before.astype(int)).sum(-1) > 30
+        assert changed[190:210, 290:310].mean() > 0.9, "no overlay where the object was clicked"
+        assert 0.002 < changed.mean() < 0.9
+        assert page.locator("#candidates button").count() == 3
+        page.screenshot(path=str(SHOTS / "2_mask.png"))
+
+        # download the mask PNG: the same size as the photo, on where the overlay is
+        with page.expect_download() as dl:
+            page.click("#download-png")
+        target = tmp_path / "mask.png"
+        dl.value.save_as(target)
+        mask = np.asarray(Image.open(target).convert("L")) > 127
+        assert mask.shape == original.shape[:2]
+        overlay_now = np.abs(after.astype(int) - before.astype(int)).sum(-1) > 30
+        assert mask[200, 300] and (mask == overlay_now).mean() > 0.97
+
+        # a background click (shift-click) refines it: one mask now, and the canvas changes again
+        click_at(page, 520, 60, shift=True)
+        page.wait_for_function("() => document.getElementById('view').dataset.masks === '2'", timeout=30000)
+        assert page.locator("#candidates button").count() == 1
+        refined = canvas_pixels(page)
+        assert (np.abs(refined.astype(int) - after.astype(int)).sum(-1) > 30).any()
+        page.screenshot(path=str(SHOTS / "3_negative_click.png"))
+
+        # undo returns to the first answer's prompts
+        page.click("#undo")
+        page.wait_for_function("() => document.getElementById('view').dataset.masks === '3'", timeout=30000)
+        assert page.locator("#candidates button").count() == 3
+        assert not errors, errors
+        page.close()
+
+
+def test_readme_screenshot(browser):
+    """The README's picture of the page with a mask (written to out/screenshots/page.png)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with running_server() as (url, _):
+        page = browser.new_page(viewport={"width": 900, "height": 560})
+        page.goto(url)
+        page.select_option("#sample", "chelsea.png")
+        page.wait_for_function("() => document.getElementById('status').className === 'ready'", timeout=60000)
+        click_at(page, 200, 150)
+        page.wait_for_function("() => document.getElementById('view').dataset.masks === '1'", timeout=30000)
+        png = page.screenshot(path=str(SHOTS / "page.png"))
+        assert Image.open(io.BytesIO(png)).size == (900, 560)
+        page.close()

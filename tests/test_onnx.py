@@ -106,6 +106,19 @@ def test_vit_b_matches_torch(vit_b_onnx):
     _check_same(t, o, dict(PROMPTS["one point"], mask_input=low[0, :1]), False)
 
 
+def _meta_feeds(torch_pred, points, labels) -> dict[str, np.ndarray]:
+    """decoder.onnx inputs as Meta's export documents them, for points in the original frame."""
+    coords = torch_pred.transform.apply_coords(np.array(points, dtype=float), torch_pred.original_size)
+    return {
+        "image_embeddings": torch_pred.get_image_embedding().numpy(),
+        "point_coords": coords[None].astype(np.float32),
+        "point_labels": np.array([labels], dtype=np.float32),
+        "mask_input": np.zeros((1, 1, 256, 256), dtype=np.float32),
+        "has_mask_input": np.zeros(1, dtype=np.float32),
+        "orig_im_size": np.array(torch_pred.original_size, dtype=np.float32),
+    }
+
+
 def test_decoder_speaks_metas_onnx_interface(vit_b_onnx, vit_b_pair):
     """decoder.onnx against the reference's own export wrapper (segment_anything.utils.onnx)
     on the same weights and inputs: all four mask tokens at full size, scores, low-res logits."""
@@ -113,15 +126,7 @@ def test_decoder_speaks_metas_onnx_interface(vit_b_onnx, vit_b_pair):
 
     t, o = vit_b_onnx
     ref = SamOnnxModel(vit_b_pair[0], return_single_mask=False)
-    coords = t.transform.apply_coords(np.array([[300.0, 200.0], [120.0, 80.0], [0.0, 0.0]]), t.original_size)
-    feeds = {
-        "image_embeddings": t.get_image_embedding().numpy(),
-        "point_coords": coords[None].astype(np.float32),
-        "point_labels": np.array([[1, 0, -1]], dtype=np.float32),
-        "mask_input": np.zeros((1, 1, 256, 256), dtype=np.float32),
-        "has_mask_input": np.zeros(1, dtype=np.float32),
-        "orig_im_size": np.array(t.original_size, dtype=np.float32),
-    }
+    feeds = _meta_feeds(t, [[300.0, 200.0], [120.0, 80.0], [0.0, 0.0]], [1, 0, -1])
     masks, scores, low = o.decoder.run(None, feeds)
     with torch.no_grad():
         r_masks, r_scores, r_low = ref(*(torch.from_numpy(v) for v in feeds.values()))
@@ -140,14 +145,7 @@ def test_return_single_mask_picks_as_metas_export(tmp_path, vit_b_pair, vit_b_on
     single = OnnxPredictor(tmp_path)
     ref = SamOnnxModel(vit_b_pair[0], return_single_mask=True)
     for pts, labels in (([[300.0, 200.0], [0.0, 0.0]], [1, -1]), ([[300.0, 200.0], [120.0, 80.0], [0, 0]], [1, 0, -1])):
-        feeds = {
-            "image_embeddings": t.get_image_embedding().numpy(),
-            "point_coords": t.transform.apply_coords(np.array(pts), t.original_size)[None].astype(np.float32),
-            "point_labels": np.array([labels], dtype=np.float32),
-            "mask_input": np.zeros((1, 1, 256, 256), dtype=np.float32),
-            "has_mask_input": np.zeros(1, dtype=np.float32),
-            "orig_im_size": np.array(t.original_size, dtype=np.float32),
-        }
+        feeds = _meta_feeds(t, pts, labels)
         masks, scores, _ = single.decoder.run(None, feeds)
         with torch.no_grad():
             r_masks, r_scores, _ = ref(*(torch.from_numpy(v) for v in feeds.values()))

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .image_state import EmbeddedImage
 from .io import ImageLike, read_image
 from .model import Sam
 from .prompts import check_prompts
@@ -36,8 +37,10 @@ class ImageState:
     image_pe: torch.Tensor | None = None  # positional encoding of the embedding grid, made on first use
 
 
-class Predictor:
+class Predictor(EmbeddedImage):
     """Computes an image embedding once and predicts masks for any number of prompts on it."""
+
+    _how_to_set = "call set_image(image) (or load_embedding(path)) first"
 
     def __init__(self, sam_model: Sam) -> None:
         tune_allocator()
@@ -52,25 +55,6 @@ class Predictor:
         return self.model.device
 
     @property
-    def is_image_set(self) -> bool:
-        return self._state is not None
-
-    @property
-    def features(self) -> torch.Tensor:
-        return self._require_image().features
-
-    @property
-    def original_size(self) -> tuple[int, int]:
-        return self._require_image().original_size
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        return self._require_image().input_size
-
-    def reset_image(self) -> None:
-        self._state = None
-
-    @property
     def image_state(self) -> ImageState:
         """The embedded image prompts are answered on; a server holding many embedded images
         swaps them in and out here instead of embedding again."""
@@ -79,11 +63,6 @@ class Predictor:
     @image_state.setter
     def image_state(self, state: ImageState) -> None:
         self._state = state
-
-    def _require_image(self) -> ImageState:
-        if self._state is None:
-            raise ValueError("no image is set; call set_image(image) (or load_embedding(path)) first")
-        return self._state
 
     # --- embedding ------------------------------------------------------------------
     def _prepare(self, image: ImageLike, image_format: str) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -117,9 +96,6 @@ class Predictor:
         self._state = ImageState(
             features, tuple(int(v) for v in original_image_size[:2]), tuple(transformed_image.shape[-2:])
         )
-
-    def get_image_embedding(self) -> torch.Tensor:
-        return self.features
 
     @torch.inference_mode()
     def set_image_batch(self, images: Sequence[ImageLike], image_format: str = "RGB", batch_size: int = 4) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..image_state import EmbeddedImage
 from ..io import ImageLike, read_image
 from ..prompts import check_prompts
 from ..transforms import ResizeLongestSide, upscale_logits
@@ -36,7 +37,7 @@ def _session(path: Path, threads: int | None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-class OnnxPredictor:
+class OnnxPredictor(EmbeddedImage):
     """Embed an image once with `encoder.onnx`, answer prompts with `decoder.onnx`.
 
     Same calls as `promptseg.Predictor` (and SAM's `SamPredictor`): `set_image`, `predict`,
@@ -69,34 +70,6 @@ class OnnxPredictor:
         self.mask_input_size = (4 * g[0], 4 * g[1])
         self.transform = ResizeLongestSide(self.img_size)
         self._state: OnnxImageState | None = None
-
-    # --- state ----------------------------------------------------------------------
-    @property
-    def is_image_set(self) -> bool:
-        return self._state is not None
-
-    @property
-    def features(self) -> np.ndarray:
-        return self._require_image().features
-
-    @property
-    def original_size(self) -> tuple[int, int]:
-        return self._require_image().original_size
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        return self._require_image().input_size
-
-    def get_image_embedding(self) -> np.ndarray:
-        return self.features
-
-    def reset_image(self) -> None:
-        self._state = None
-
-    def _require_image(self) -> OnnxImageState:
-        if self._state is None:
-            raise ValueError("no image is set; call set_image(image) first")
-        return self._state
 
     # --- embedding ------------------------------------------------------------------
     def set_image(self, image: ImageLike, image_format: str = "RGB") -> None:

@@ -34,6 +34,9 @@ def _session(path: Path, threads: int | None):
     if threads:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    # no busy-waiting worker threads between runs: they would take the cores from whatever runs
+    # next (the rest of the program, or torch), which on a 2-core machine costs more than it saves
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -279,3 +279,16 @@ def test_cli_export_errors_are_one_line(tmp_path, args, message):
     out = run_cli(*args)
     assert out.returncode != 0
     assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_set_embedding_from_elsewhere_answers_like_set_image(tiny_onnx, tiny_pair):
+    """An embedding computed by another process (e.g. the server's /embedding) plus the image size."""
+    t, o = tiny_pair
+    other = OnnxPredictor(tiny_onnx)
+    other.set_embedding(t.get_image_embedding().numpy(), t.original_size)
+    assert other.input_size == t.input_size
+    a, b = other.predict(**PROMPTS["box and points"]), o.predict(**PROMPTS["box and points"])
+    assert agreement(a[0], b[0]) >= 0.999
+    assert_close_scaled(a[2], b[2], rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="this model expects"):
+        other.set_embedding(np.zeros((1, 256, 64, 64)), (10, 10))

@@ -182,7 +182,7 @@ def segment(
     summary = {
         "image": str(image),
         "size": {"width": rgb.shape[1], "height": rgb.shape[0]},
-        "model": predictor.model_type if backend != "torch" else predictor.model.model_type,
+        "model": predictor.model_type,
         "backend": backend,
         "masks": written,
         "best": 0 if not multimask else best,
@@ -245,7 +245,7 @@ def everything(
     try:
         predictor = resolve_predictor(backend, model, checkpoint, onnx_dir)
         generator = MaskGenerator(
-            predictor if backend != "torch" else predictor.model,
+            predictor,
             points_per_side=points_per_side,
             points_per_batch=points_per_batch,
             pred_iou_thresh=pred_iou_thresh,

@@ -91,7 +91,7 @@ class MaskGenerator:
 
     def __init__(
         self,
-        model: Sam | OnnxPredictor,
+        model: Sam | Predictor | OnnxPredictor,
         points_per_side: int | None = 32,
         points_per_batch: int = 64,
         pred_iou_thresh: float | None = None,
@@ -133,7 +133,7 @@ class MaskGenerator:
         pred_iou_thresh = defaults["pred_iou_thresh"] if pred_iou_thresh is None else pred_iou_thresh
         if stability_score_thresh is None:
             stability_score_thresh = defaults["stability_score_thresh"]
-        # a Sam model runs through our Predictor; an `export.OnnxPredictor` serves as it is
+        # a Sam model runs through our Predictor; a predictor (ours or `export.OnnxPredictor`) serves as it is
         self.predictor = model if hasattr(model, "decode_points") else Predictor(model)
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh

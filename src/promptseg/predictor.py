@@ -245,6 +245,10 @@ class Predictor(EmbeddedImage):
     def mask_threshold(self) -> float:
         return self.model.mask_threshold
 
+    @property
+    def model_type(self) -> str | None:
+        return self.model.model_type
+
     def decode_points(self, state: ImageState, points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """One foreground click per prompt, points (n, 2) in the original frame -> the three
         candidates' low-res logits (n, 3, h, w) and IoU predictions (n, 3) (everything mode)."""

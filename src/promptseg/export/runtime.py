@@ -14,7 +14,7 @@ import numpy as np
 from ..image_state import EmbeddedImage
 from ..io import ImageLike, read_image
 from ..prompts import check_prompts
-from ..transforms import ResizeLongestSide, upscale_logits
+from ..transforms import ResizeLongestSide, preprocess_shape, upscale_logits
 
 PRECISIONS = ("fp32", "int8")
 
@@ -92,13 +92,12 @@ class OnnxPredictor(EmbeddedImage):
         if features.shape != (1, *self.embedding_shape):
             raise ValueError(f"embedding has shape {features.shape}; this model expects {(1, *self.embedding_shape)}")
         h, w = (int(v) for v in original_size)
-        s = self.img_size / max(h, w)
-        self._state = OnnxImageState(features, (h, w), (int(h * s + 0.5), int(w * s + 0.5)))
+        self._state = OnnxImageState(features, (h, w), preprocess_shape(h, w, self.img_size))
 
     # --- prompts ---------------------------------------------------------------------
-    def _decoder_feeds(self, state: OnnxImageState, coords, labels, box, mask) -> dict[str, np.ndarray]:
-        """One prompt as the decoder's inputs: points, then a box as two corner points
-        (labels 2, 3), or a padding point when there is no box; all in the input frame."""
+    def _prompt_points(self, state: OnnxImageState, coords, labels, box) -> tuple[np.ndarray, np.ndarray]:
+        """One prompt as the decoder's points (N, 2) and labels (N,) in the input frame: points,
+        then a box as two corner points (labels 2, 3), or a padding point when there is no box."""
         pts, labs = [np.zeros((0, 2))], [np.zeros(0)]
         if coords is not None:
             pts.append(self.transform.apply_coords(coords, state.original_size))
@@ -109,15 +108,21 @@ class OnnxPredictor(EmbeddedImage):
         elif coords is not None:
             pts.append(np.zeros((1, 2)))
             labs.append(np.array([-1.0]))
-        has_mask = mask is not None
-        return {
+        return np.concatenate(pts), np.concatenate(labs)
+
+    def _decode(self, state: OnnxImageState, points: np.ndarray, labels: np.ndarray, mask=None):
+        """decoder.onnx on prompts (B, N, 2) / (B, N) in the input frame and an optional mask input
+        (1, 1, h, w) -> low-res logits (B, 4, h, w) and IoU predictions (B, 4) of all mask tokens."""
+        feeds = {
             "image_embeddings": state.features,
-            "point_coords": np.concatenate(pts)[None].astype(np.float32),
-            "point_labels": np.concatenate(labs)[None].astype(np.float32),
-            "mask_input": (mask if has_mask else np.zeros((1, 1, *self.mask_input_size))).astype(np.float32),
-            "has_mask_input": np.array([1.0 if has_mask else 0.0], dtype=np.float32),
+            "point_coords": points.astype(np.float32),
+            "point_labels": labels.astype(np.float32),
+            "mask_input": (mask if mask is not None else np.zeros((1, 1, *self.mask_input_size))).astype(np.float32),
+            "has_mask_input": np.array([0.0 if mask is None else 1.0], dtype=np.float32),
             "orig_im_size": np.array(state.original_size, dtype=np.float32),
         }
+        iou, low = self.decoder.run(["iou_predictions", "low_res_masks"], feeds)
+        return low, iou
 
     def predict(
         self,
@@ -138,13 +143,10 @@ class OnnxPredictor(EmbeddedImage):
         out_masks, out_iou, out_low = [], [], []
         for i in range(n):
             c, lab, b, m = (None if a is None else a[i if len(a) > 1 else 0] for a in (coords, labels, boxes, masks))
-            feeds = self._decoder_feeds(state, c, lab, b, None if m is None else m[None])
-            iou, low = self.decoder.run(["iou_predictions", "low_res_masks"], feeds)
+            points, point_labels = self._prompt_points(state, c, lab, b)
+            low, iou = self._decode(state, points[None], point_labels[None], None if m is None else m[None])
             low, iou = low[:, sel], iou[:, sel]
-            out_masks.append(
-                upscale_logits(low, state.input_size, state.original_size, self.img_size, self.mask_threshold,
-                               return_logits)[0]
-            )
+            out_masks.append(self._postprocess_numpy(low, state, return_logits)[0])
             out_iou.append(iou[0])
             out_low.append(low[0])
         out = (np.stack(out_masks), np.stack(out_iou), np.stack(out_low))
@@ -160,14 +162,6 @@ class OnnxPredictor(EmbeddedImage):
         """One foreground click per prompt, points (n, 2) in the original frame -> the three
         candidates' low-res logits (n, 3, h, w) and IoU predictions (n, 3)."""
         coords = self.transform.apply_coords(points, state.original_size)
-        n = len(coords)
-        feeds = {
-            "image_embeddings": state.features,
-            "point_coords": np.stack([coords, np.zeros_like(coords)], axis=1).astype(np.float32),
-            "point_labels": np.tile(np.array([[1.0, -1.0]], dtype=np.float32), (n, 1)),
-            "mask_input": np.zeros((1, 1, *self.mask_input_size), dtype=np.float32),
-            "has_mask_input": np.zeros(1, dtype=np.float32),
-            "orig_im_size": np.array(state.original_size, dtype=np.float32),
-        }
-        iou, low = self.decoder.run(["iou_predictions", "low_res_masks"], feeds)
+        padded = np.stack([coords, np.zeros_like(coords)], axis=1)  # each click with SAM's padding point
+        low, iou = self._decode(state, padded, np.tile([[1.0, -1.0]], (len(coords), 1)))
         return low[:, 1:], iou[:, 1:]

@@ -203,3 +203,24 @@ def test_coco_reader_takes_polygons_and_rle_and_skips_crowds(tmp_path):
     poly = mask_utils.decode(entries[0].rles[0]).astype(bool)
     assert poly[25, 25] and not poly[5, 5]
     assert np.array_equal(mask_utils.decode(entries[0].rles[1]), m)
+
+
+def test_training_inputs_are_padded_as_at_inference():
+    """The sampler pads raw pixels with black; the model must see the padding that
+    `Sam.preprocess` gives at inference (zero after normalising), not normalised black."""
+    from promptseg import build_model
+    from promptseg.train.data import Batch
+    from promptseg.train.loop import _inputs
+
+    model = build_model("tiny")
+    s = model.img_size
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, (3, s, s // 2)).astype(np.float32), rng.integers(0, 256, (3, s // 3, s)).astype(np.float32)]
+    images = torch.zeros(2, 3, s, s)
+    for i, c in enumerate(crops):
+        images[i, :, : c.shape[1], : c.shape[2]] = torch.from_numpy(c)
+    batch = Batch(images, torch.zeros(2, 1, s, s), [c.shape[1:] for c in crops])
+    got = _inputs(model, batch, "cpu")
+    for i, c in enumerate(crops):
+        expected = model.preprocess(torch.from_numpy(c)[None])[0]
+        torch.testing.assert_close(got[i], expected)

@@ -119,6 +119,16 @@ def _build(cfg: TrainConfig):
     return model.to(cfg.device)
 
 
+def _inputs(model, batch, device: str) -> torch.Tensor:
+    """Normalised images with the padding at zero, exactly as `Sam.preprocess` pads at inference
+    (the sampler pads raw pixels with black, which normalises to a colour the model never sees)."""
+    images = model.preprocess(batch.images.to(device))
+    for i, (h, w) in enumerate(batch.sizes):
+        images[i, :, h:] = 0
+        images[i, :, :, w:] = 0
+    return images
+
+
 def _param_groups(model, cfg: TrainConfig):
     enc, rest_decay, no_decay = [], [], []
     for name, p in model.named_parameters():
@@ -246,7 +256,7 @@ def train(cfg: TrainConfig, resume: bool = True, quiet: bool = False, max_steps:
             factor = lr_factor(step, cfg)
             for g in optimizer.param_groups:
                 g["lr"] = cfg.lr * factor * g["scale"]
-            images = model.preprocess(batch.images.to(cfg.device))
+            images = _inputs(model, batch, cfg.device)
             gt = batch.masks.flatten(0, 1).to(cfg.device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 emb = model.image_encoder(images)

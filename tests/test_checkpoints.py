@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import torch
 
 from promptseg import build_model, checkpoints
 from promptseg.checkpoints import KnownWeights, detect_model_type, expected_shapes, load_state_dict
+from server_helpers import FileServer
 
 
 def _fake_state_dict(model_type: str) -> dict[str, torch.Tensor]:
@@ -122,59 +121,6 @@ def test_missing_file():
 # --- downloads -------------------------------------------------------------------------
 
 
-class _Server:
-    """Serves one file on 127.0.0.1 with Range support; can cut the first transfer short."""
-
-    def __init__(self, payload: bytes, cut_first_at: int | None = None) -> None:
-        self.payload = payload
-        self.cut_first_at = cut_first_at
-        self.requests: list[str | None] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                outer.requests.append(self.headers.get("Range"))
-                start = 0
-                rng = self.headers.get("Range")
-                if rng:
-                    start = int(rng.split("=")[1].split("-")[0])
-                    if start >= len(outer.payload):
-                        self.send_response(416)
-                        self.end_headers()
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(outer.payload) - 1}/{len(outer.payload)}")
-                else:
-                    self.send_response(200)
-                body = outer.payload[start:]
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if outer.cut_first_at is not None and len(outer.requests) == 1:
-                    self.wfile.write(body[: outer.cut_first_at])
-                    self.wfile.flush()
-                    self.connection.shutdown(2)  # drop the connection mid-transfer
-                    return
-                self.wfile.write(body)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/sam_test.pth"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def payload(monkeypatch):
     data = os.urandom(3 * 1024 * 1024 + 123)
@@ -185,12 +131,12 @@ def payload(monkeypatch):
 
 def test_download_good_file(tmp_path, payload, monkeypatch):
     monkeypatch.setenv("PROMPTSEG_HOME", str(tmp_path / "cache"))
-    with _Server(payload) as server:
+    with FileServer(payload) as server:
         path = checkpoints.download("vit_b", url=server.url, quiet=True)
     assert path == tmp_path / "cache" / "sam_test.pth"
     assert path.read_bytes() == payload
     # a second call finds the verified file and fetches nothing
-    with _Server(payload) as server:
+    with FileServer(payload) as server:
         assert checkpoints.download("vit_b", url=server.url, quiet=True) == path
         assert server.requests == []
 
@@ -198,7 +144,7 @@ def test_download_good_file(tmp_path, payload, monkeypatch):
 def test_download_wrong_hash_is_removed(tmp_path, payload, monkeypatch):
     bad = bytearray(payload)
     bad[1000] ^= 0xFF
-    with _Server(bytes(bad)) as server:
+    with FileServer(bytes(bad)) as server:
         with pytest.raises(ValueError, match="SHA-256"):
             checkpoints.download("vit_b", dest_dir=tmp_path, url=server.url, quiet=True)
     assert list(tmp_path.iterdir()) == []
@@ -206,7 +152,7 @@ def test_download_wrong_hash_is_removed(tmp_path, payload, monkeypatch):
 
 def test_download_interrupted_then_resumed(tmp_path, payload):
     cut = 1024 * 1024 + 7
-    with _Server(payload, cut_first_at=cut) as server:
+    with FileServer(payload, cut_first_at=cut) as server:
         with pytest.raises(ConnectionError, match="interrupted|failed|resume"):
             checkpoints.download("vit_b", dest_dir=tmp_path, url=server.url, quiet=True)
         part = tmp_path / "sam_test.pth.part"
@@ -223,7 +169,7 @@ def test_download_cli(tmp_path, payload):
 
     from promptseg.cli import app
 
-    with _Server(payload) as server:
+    with FileServer(payload) as server:
         result = CliRunner().invoke(app, ["download", "vit_b", "--dest", str(tmp_path), "--url", server.url])
     assert result.exit_code == 0, result.output
     assert Path(result.stdout.strip()).read_bytes() == payload
@@ -234,7 +180,7 @@ def test_download_cli_error_is_one_line(tmp_path, payload):
     import subprocess
     import sys
 
-    with _Server(payload) as server:
+    with FileServer(payload) as server:
         out = subprocess.run(
             [sys.executable, "-m", "promptseg.cli", "download", "vit_b", "--dest", str(tmp_path), "--url", server.url],
             capture_output=True,

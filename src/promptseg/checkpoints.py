@@ -118,34 +118,43 @@ def download(
         raise ValueError(f"no official weights for {model_type!r}; choose one of {', '.join(OFFICIAL_WEIGHTS)}")
     known = OFFICIAL_WEIGHTS[model_type]
     dest = Path(dest_dir) if dest_dir is not None else cache_dir()
-    dest.mkdir(parents=True, exist_ok=True)
-    final = dest / known.filename
-    if final.exists() and final.stat().st_size == known.size:
-        if _sha256(final) == known.sha256:
+    return fetch_verified(url or known.url, dest / known.filename, known.size, known.sha256, quiet, timeout,
+                          what="the official one")
+
+
+def fetch_verified(url: str, final: Path, size: int, sha256: str, quiet: bool = False, timeout: float = 60.0,
+                   what: str = "the expected file") -> Path:
+    """Download `url` to `final` unless a file of that size and SHA-256 is already there.
+
+    A partial download (`final`.part) is resumed; a file of the wrong size or hash is removed
+    and ValueError raised; an interrupted transfer raises ConnectionError and keeps the part."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    name = final.name
+    if final.exists() and final.stat().st_size == size:
+        if _sha256(final) == sha256:
             return final
         final.unlink()
-    part = final.with_name(final.name + ".part")
+    part = final.with_name(name + ".part")
     have = part.stat().st_size if part.exists() else 0
-    if have > known.size:
+    if have > size:
         part.unlink()
         have = 0
-    if have < known.size:
-        _fetch(url or known.url, part, have, known.size, quiet, timeout)
-    size = part.stat().st_size
-    if size < known.size:  # the server closed the connection early; keep what we have
+    if have < size:
+        _fetch(url, part, have, size, quiet, timeout)
+    got = part.stat().st_size
+    if got < size:  # the server closed the connection early; keep what we have
         raise ConnectionError(
-            f"download of {known.filename} was interrupted at {size} of {known.size} bytes; "
-            "run the same command again to resume"
+            f"download of {name} was interrupted at {got} of {size} bytes; run the same command again to resume"
         )
-    if size != known.size:
+    if got != size:
         part.unlink()
-        raise ValueError(f"downloaded {known.filename} has {size} bytes, expected {known.size}; removed it, try again")
+        raise ValueError(f"downloaded {name} has {got} bytes, expected {size}; removed it, try again")
     digest = _sha256(part)
-    if digest != known.sha256:
+    if digest != sha256:
         part.unlink()
         raise ValueError(
-            f"downloaded {known.filename} has SHA-256 {digest}, expected {known.sha256}; "
-            "the file was corrupt or not the official one and was removed"
+            f"downloaded {name} has SHA-256 {digest}, expected {sha256}; "
+            f"the file was corrupt or not {what} and was removed"
         )
     os.replace(part, final)
     return final

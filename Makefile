@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench serve browser
+.PHONY: demo test bench serve browser web-runtime
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,11 +23,15 @@ browser:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-test: $(STAMP) browser
+# onnxruntime-web (pinned npm release, SHA-256 checked) for decoding in the browser.
+web-runtime: $(STAMP)
+	$(BIN)/promptseg install-web-runtime --quiet
+
+test: $(STAMP) browser web-runtime
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q --durations=10
 
-serve: $(STAMP)
+serve: $(STAMP) web-runtime
 	$(BIN)/promptseg serve $(if $(MODEL),--model $(MODEL),)
 
 bench: $(STAMP)

@@ -25,7 +25,8 @@ COFFEE = sample_image_path("coffee.png")
 
 @pytest.fixture(scope="module")
 def server():
-    with running_server("--cache-mb", "64", "--max-upload-mb", "2", "--max-megapixels", "1") as (url, proc):
+    with running_server("--cache-mb", "64", "--max-upload-mb", "2", "--max-megapixels", "1",
+                        "--web-runtime", "off") as (url, proc):
         yield url, proc
 
 
@@ -225,3 +226,36 @@ def test_a_crash_inside_a_request_is_a_500_and_the_server_goes_on():
         res = c.post(f"/v1/images/{up['id']}/segment", json={"point_coords": [[10, 10]], "point_labels": [1]})
         assert res.status_code == 500 and "internal error" in res.json()["detail"]
         assert c.get("/healthz").json()["status"] == "ok"
+
+
+def test_decoder_onnx_decodes_the_served_embedding(client, coffee_id):
+    """What the page does in a browser, here with onnxruntime: the served decoder.onnx on the
+    served embedding gives the masks and scores of /segment."""
+    import onnxruntime as ort
+
+    info = client.get("/v1/models").json()[0]
+    assert info["browser_decoding"] is False and client.get("/ort/ort.wasm.min.js").status_code == 404
+    res = client.get("/v1/decoder.onnx")
+    assert res.status_code == 200 and res.headers["content-type"] == "application/octet-stream"
+    assert client.get("/v1/decoder.onnx").content == res.content  # exported once
+    session = ort.InferenceSession(res.content, providers=["CPUExecutionProvider"])
+    raw = client.get(f"/v1/images/{coffee_id}/embedding", params={"format": "raw"})
+    emb = np.frombuffer(raw.content, "<f4").reshape([int(v) for v in raw.headers["x-embedding-shape"].split(",")])
+    ih, iw = map(int, raw.headers["x-input-size"].split(","))
+    h, w = map(int, raw.headers["x-original-size"].split(","))
+    mh, mw = info["mask_input_size"]
+    for body, coords, labels, picks in [
+        ({"point_coords": [[300, 200]], "point_labels": [1], "multimask_output": True},
+         [[300, 200], [0, 0]], [1, -1], [1, 2, 3]),
+        ({"box": [220, 120, 380, 280], "multimask_output": False}, [[220, 120], [380, 280]], [2, 3], [0]),
+    ]:
+        pts = np.array([coords], np.float32) * np.array([iw / w, ih / h], np.float32)
+        masks, iou, _ = session.run(None, {
+            "image_embeddings": emb, "point_coords": pts, "point_labels": np.array([labels], np.float32),
+            "mask_input": np.zeros((1, 1, mh, mw), np.float32), "has_mask_input": np.zeros(1, np.float32),
+            "orig_im_size": np.array([h, w], np.float32),
+        })
+        answer = client.post(f"/v1/images/{coffee_id}/segment", json={**body, "mask_format": "rle"}).json()
+        np.testing.assert_allclose(iou[0, picks], answer["scores"], atol=1e-4)
+        for k, rle in zip(picks, answer["masks"]):
+            assert ((masks[0, k] > info["mask_threshold"]) == rle_to_mask(rle)).mean() > 0.999

@@ -362,10 +362,25 @@ def serve(
     cache_mb: int = typer.Option(1024, "--cache-mb", min=16, help="Memory budget of the embedded-image cache (MiB)."),
     max_upload_mb: int = typer.Option(25, "--max-upload-mb", min=1, help="Largest accepted upload (MiB)."),
     max_megapixels: float = typer.Option(40.0, "--max-megapixels", min=0.01, help="Largest accepted image."),
+    web_runtime: str = typer.Option(
+        "auto", "--web-runtime",
+        help="onnxruntime-web for decoding in the browser: auto (installed by `promptseg install-web-runtime`, "
+             "if it was), off, or a folder with its files.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log errors only."),
 ) -> None:
     """Serve the web page at / and the HTTP API under /v1 (OpenAPI docs at /docs)."""
     try:
+        from .server import webruntime
+
+        runtime = None
+        if web_runtime == "auto":
+            runtime = webruntime.find()
+        elif web_runtime != "off":
+            runtime = webruntime.find(web_runtime)
+            if runtime is None:
+                raise UserError(f"--web-runtime {web_runtime}: the folder lacks {', '.join(webruntime.FILES)}; "
+                                f"run `promptseg install-web-runtime --dest {web_runtime}`")
         with _status("loading model", quiet):
             sam = resolve_model(model, checkpoint)
         import uvicorn
@@ -373,7 +388,8 @@ def serve(
         from .server.app import ServerSettings, create_app
 
         settings = ServerSettings(
-            max_upload_bytes=max_upload_mb * 2**20, max_pixels=int(max_megapixels * 1e6), cache_bytes=cache_mb * 2**20
+            max_upload_bytes=max_upload_mb * 2**20, max_pixels=int(max_megapixels * 1e6), cache_bytes=cache_mb * 2**20,
+            web_runtime=runtime,
         )
         app_ = create_app(sam, settings)
     except (UserError, ValueError, FileNotFoundError) as exc:
@@ -381,7 +397,28 @@ def serve(
         return
     if not quiet:
         typer.echo(f"promptseg serving {sam.model_type} at http://{host}:{port}/ (API docs: /docs)", err=True)
+        if runtime is None:
+            typer.echo("decoding in the browser is off (run `promptseg install-web-runtime` to turn it on)", err=True)
     uvicorn.run(app_, host=host, port=port, log_level="warning" if quiet else "info")
+
+
+@app.command("install-web-runtime")
+def install_web_runtime(
+    dest: Path | None = typer.Option(None, "--dest", help="Folder for the files (default: the cache, where serve looks)."),
+    url: str | None = typer.Option(None, "--url", help="A mirror of the npm tarball."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Fetch onnxruntime-web (pinned release, checked by SHA-256) so that the web page can
+    decode prompts in the browser."""
+    from .server import webruntime
+
+    try:
+        folder = webruntime.install(dest, url=url, quiet=quiet)
+    except (ConnectionError, ValueError, OSError) as exc:
+        _fail(str(exc))
+        return
+    if not quiet:
+        typer.echo(f"onnxruntime-web {webruntime.VERSION} in {folder}", err=True)
 
 
 @app.command("export")

@@ -65,8 +65,7 @@ def export_model(
     decoder.int8.onnx with quantize="int8"). Returns the paths written by name."""
     if quantize not in (None, *QUANTIZE_MODES):
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)} (or none), got {quantize!r}")
-    if not 14 <= opset <= 21:
-        raise ValueError(f"opset {opset} is not supported; use 14 to 21 (default {DEFAULT_OPSET})")
+    _check_opset(opset)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sam = sam.eval().float().cpu()
@@ -86,10 +85,27 @@ def export_model(
             do_constant_folding=True,
             dynamo=False,
         )
+    _set_metadata(paths["encoder"], meta)
+    export_decoder(sam, paths["decoder"], opset, return_single_mask)
+    if quantize == "int8":
+        for name in ("encoder", "decoder"):
+            paths[f"{name}_int8"] = quantize_int8(paths[name], out / f"{name}.int8.onnx", meta)
+    return paths
+
+
+def export_decoder(sam: Sam, path: str | Path, opset: int = DEFAULT_OPSET, return_single_mask: bool = False) -> Path:
+    """Write the prompt encoder and mask decoder alone as one ONNX file (what a browser or any
+    client holding a served embedding needs); returns its path."""
+    _check_opset(opset)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sam = sam.eval().float().cpu()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             DecoderGraph(sam, return_single_mask=return_single_mask),
             _dummy_decoder_inputs(sam),
-            str(paths["decoder"]),
+            str(path),
             input_names=list(DECODER_INPUTS),
             output_names=list(DECODER_OUTPUTS),
             dynamic_axes={
@@ -104,12 +120,13 @@ def export_model(
             do_constant_folding=True,
             dynamo=False,
         )
-    for path in paths.values():
-        _set_metadata(path, meta)
-    if quantize == "int8":
-        for name in ("encoder", "decoder"):
-            paths[f"{name}_int8"] = quantize_int8(paths[name], out / f"{name}.int8.onnx", meta)
-    return paths
+    _set_metadata(path, model_metadata(sam))
+    return path
+
+
+def _check_opset(opset: int) -> None:
+    if not 14 <= opset <= 21:
+        raise ValueError(f"opset {opset} is not supported; use 14 to 21 (default {DEFAULT_OPSET})")
 
 
 def quantize_int8(src: Path, dst: Path, meta: dict[str, str]) -> Path:

@@ -12,11 +12,13 @@ import base64
 import hashlib
 import io
 import secrets
+import tempfile
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
@@ -44,6 +46,8 @@ class ServerSettings:
     max_pixels: int = 40_000_000
     cache_bytes: int = 1024 * 2**20  # embedded images (pixels, embedding, kept logits)
     max_json_bytes: int = 2**20
+    # onnxruntime-web's files: when set, the page can decode prompts in the browser
+    web_runtime: Path | None = None
 
 
 @dataclass
@@ -215,6 +219,23 @@ def create_app(model: Sam, settings: ServerSettings | None = None) -> FastAPI:
         return HTMLResponse((static / "index.html").read_text(encoding="utf-8"))
 
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    if settings.web_runtime is not None:
+        app.mount("/ort", StaticFiles(directory=str(settings.web_runtime)), name="ort")
+    decoder_dir = tempfile.TemporaryDirectory(prefix="promptseg-decoder-")
+    decoder_file: list[Path] = []  # exported on first request, once
+    decoder_lock = asyncio.Lock()
+
+    @app.get("/v1/decoder.onnx", response_class=FileResponse,
+             responses={200: {"content": {"application/octet-stream": {}}}})
+    async def decoder_onnx() -> FileResponse:
+        """The model's prompt encoder and mask decoder as ONNX (the inputs and outputs of Meta's
+        export; see `promptseg export`), for clients that decode prompts themselves."""
+        async with decoder_lock:
+            if not decoder_file:
+                from ..export.exporter import export_decoder
+
+                decoder_file.append(await run(export_decoder, model, Path(decoder_dir.name) / "decoder.onnx"))
+        return FileResponse(decoder_file[0], media_type="application/octet-stream", filename="decoder.onnx")
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -230,6 +251,8 @@ def create_app(model: Sam, settings: ServerSettings | None = None) -> FastAPI:
             "embedding_shape": [1, pe.embed_dim, *pe.image_embedding_size],
             "mask_input_size": list(pe.mask_input_size),
             "generator_defaults": generator_defaults(model),
+            "mask_threshold": float(model.mask_threshold),
+            "browser_decoding": settings.web_runtime is not None,
             "default": True,
         }]
 
@@ -337,6 +360,7 @@ def create_app(model: Sam, settings: ServerSettings | None = None) -> FastAPI:
         return Response(buf.getvalue(), media_type="application/octet-stream", headers=headers)
 
     app.state.cache = cache
+    app.state.decoder_dir = decoder_dir  # removed with the app
     return app
 
 

@@ -15,6 +15,11 @@ const S = {
   drag: null, busy: 0, hoverPending: null, hoverInFlight: false,
 };
 
+// Decoding in the browser (onnxruntime-web): the server embeds the image once; the page
+// fetches that embedding and decoder.onnx and runs every prompt itself, with no round trip.
+const LOCAL = { available: false, model: null, session: null, embedding: null, inputSize: null };
+const localOn = () => LOCAL.available && $("local").checked;
+
 function setStatus(text, kind) {
   const el = $("status");
   el.textContent = text;
@@ -91,6 +96,13 @@ for (const target of [$("drop"), $("stage")]) {
     if (f) loadFile(f, f.name);
   });
 }
+api("/v1/models").then(([info]) => {
+  LOCAL.model = info;
+  LOCAL.available = Boolean(info.browser_decoding);
+  $("local-group").hidden = !LOCAL.available;
+  $("local").checked = LOCAL.available;
+});
+$("local").addEventListener("change", () => { if (S.points.length || S.box) update(); });
 api("/v1/samples").then((names) => {
   for (const n of names) $("sample").add(new Option(n, n));
 });
@@ -109,11 +121,102 @@ function prompts() {
 }
 
 async function segment(body) {
+  if (localOn()) return localSegment(body);
   const res = await api(`/v1/images/${S.id}/segment`, {
     method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
   });
   return { masks: res.masks.map(decodeRle), rles: res.masks, scores: res.scores, logits: res.logits,
            best: res.best, seconds: res.seconds };
+}
+
+function loadScript(src) {
+  return new Promise((resolve, reject) => {
+    const el = document.createElement("script");
+    el.src = src;
+    el.onload = resolve;
+    el.onerror = () => reject(new Error(`could not load ${src}`));
+    document.head.append(el);
+  });
+}
+
+async function localSession() {
+  if (!LOCAL.session) {
+    if (!window.ort) await loadScript("/ort/ort.wasm.min.js");
+    ort.env.wasm.wasmPaths = "/ort/";
+    ort.env.wasm.numThreads = 1;  // threads need a cross-origin-isolated page
+    LOCAL.session = ort.InferenceSession.create("/v1/decoder.onnx", { executionProviders: ["wasm"] })
+      .catch((err) => { LOCAL.session = null; throw err; });
+  }
+  return LOCAL.session;
+}
+
+async function localEmbedding() {
+  if (!LOCAL.embedding || LOCAL.embedding.id !== S.id) {
+    const id = S.id;
+    const res = await fetch(`/v1/images/${id}/embedding?format=raw`);
+    if (!res.ok) throw new Error(`could not fetch the embedding (HTTP ${res.status})`);
+    const dims = res.headers.get("x-embedding-shape").split(",").map(Number);
+    const [h, w] = res.headers.get("x-input-size").split(",").map(Number);
+    const data = new Float32Array(await res.arrayBuffer());
+    LOCAL.embedding = { id, tensor: new ort.Tensor("float32", data, dims), inputSize: [h, w] };
+  }
+  return LOCAL.embedding;
+}
+
+// The same prompt -> masks as the server's /segment: coordinates scaled into the model's input
+// frame, a box as two corner points (labels 2, 3), a padding point when there is no box;
+// three candidates for a lone click, else the single-mask output.
+async function localSegment(body) {
+  const t0 = performance.now();
+  const session = await localSession();
+  const emb = await localEmbedding();
+  const [ih, iw] = emb.inputSize;
+  const sx = iw / S.width, sy = ih / S.height;
+  const coords = [], labels = [];
+  (body.point_coords || []).forEach(([x, y], i) => { coords.push(x * sx, y * sy); labels.push(body.point_labels[i]); });
+  if (body.box) {
+    const [x0, y0, x1, y1] = body.box;
+    coords.push(x0 * sx, y0 * sy, x1 * sx, y1 * sy);
+    labels.push(2, 3);
+  } else {
+    coords.push(0, 0);
+    labels.push(-1);
+  }
+  const [mh, mw] = LOCAL.model.mask_input_size;
+  const out = await session.run({
+    image_embeddings: emb.tensor,
+    point_coords: new ort.Tensor("float32", Float32Array.from(coords), [1, labels.length, 2]),
+    point_labels: new ort.Tensor("float32", Float32Array.from(labels), [1, labels.length]),
+    mask_input: new ort.Tensor("float32", new Float32Array(mh * mw), [1, 1, mh, mw]),
+    has_mask_input: new ort.Tensor("float32", new Float32Array([0]), [1]),
+    orig_im_size: new ort.Tensor("float32", new Float32Array([S.height, S.width]), [2]),
+  });
+  const logits = out.masks.data, iou = out.iou_predictions.data;
+  const n = S.width * S.height, threshold = LOCAL.model.mask_threshold;
+  const picks = body.multimask_output ? [1, 2, 3] : [0];
+  const masks = picks.map((k) => {
+    const m = new Uint8Array(n);
+    for (let i = 0, o = k * n; i < n; i++) m[i] = logits[o + i] > threshold ? 1 : 0;
+    return m;
+  });
+  const scores = picks.map((k) => iou[k]);
+  const best = scores.indexOf(Math.max(...scores));
+  // RLE (for the JSON download) is encoded when asked for: it is not needed to draw
+  return { masks, rles: null, scores, logits: null, best, seconds: (performance.now() - t0) / 1000, local: true };
+}
+
+// Row-major 0/1 bytes -> uncompressed COCO RLE (column-major runs, background first).
+function encodeRle(mask) {
+  const h = S.height, w = S.width, counts = [];
+  let value = 0, run = 0;
+  for (let x = 0; x < w; x++) {
+    for (let y = 0; y < h; y++) {
+      if (mask[y * w + x] !== value) { counts.push(run); run = 0; value ^= 1; }
+      run++;
+    }
+  }
+  counts.push(run);
+  return { size: [h, w], counts };
 }
 
 async function update() {
@@ -130,8 +233,10 @@ async function update() {
     const ans = await segment(prompts());
     S.answer = ans;
     S.selected = ans.best;
+    const where = ans.local ? "decoded in this browser" : "round trip";
     setStatus(`${ans.masks.length} mask${ans.masks.length > 1 ? "s" : ""}, best score ${ans.scores[ans.best].toFixed(3)}`
-              + ` · ${Math.round(performance.now() - t0)} ms round trip`, "ready");
+              + ` · ${Math.round(performance.now() - t0)} ms ${where}`, "ready");
+    view.dataset.decoder = ans.local ? "browser" : "server";
     view.dataset.masks = String((Number(view.dataset.masks) || 0) + 1);
   } catch (err) {
     setStatus(err.message, "error");
@@ -197,6 +302,7 @@ window.addEventListener("mouseup", (e) => {
   const far = Math.hypot(end.x - d.start.x, end.y - d.start.y) * scale > 6;
   if (far && d.button === 0) {
     const box = [Math.min(d.start.x, end.x), Math.min(d.start.y, end.y), Math.max(d.start.x, end.x), Math.max(d.start.y, end.y)];
+    view.dataset.box = box.join(",");
     pushPrompt(() => { S.box = box; });
   } else if (e.target === view) {
     const label = d.button === 2 || d.shift ? 0 : 1;
@@ -345,7 +451,7 @@ $("download-json").addEventListener("click", () => {
   let annotations;
   if (S.answer) {
     const i = S.selected, m = S.answer.masks[i];
-    annotations = [{ id: 1, segmentation: S.answer.rles[i], area: m.reduce((a, v) => a + v, 0), bbox: bbox(m),
+    annotations = [{ id: 1, segmentation: S.answer.rles ? S.answer.rles[i] : encodeRle(m), area: m.reduce((a, v) => a + v, 0), bbox: bbox(m),
                      predicted_iou: S.answer.scores[i],
                      point_coords: S.points.map((p) => [p.x, p.y]), point_labels: S.points.map((p) => p.label),
                      box: S.box }];

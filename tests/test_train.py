@@ -177,6 +177,13 @@ def test_train_cli_runs_from_a_config_file(shard, tmp_path):
     out = run("train", cfg, "--quiet")
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "run" / "last.safetensors").is_file()  # relative to the config file
+    # fine-tuning from those weights, named relative to the config file too
+    tune = tmp_path / "tune.toml"
+    tune.write_text(cfg.read_text().replace('type = "tiny"', 'type = "tiny"\ncheckpoint = "run/last.safetensors"')
+                    .replace('output = "run"', 'output = "tuned"'))
+    out = run("train", tune, "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "tuned" / "last.json").read_text())["config"]["checkpoint"] == "run/last.safetensors"
 
 
 def test_coco_reader_takes_polygons_and_rle_and_skips_crowds(tmp_path):

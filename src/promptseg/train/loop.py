@@ -84,9 +84,16 @@ class TrainConfig:
         out["recipe"] = {f.name: getattr(self.recipe, f.name) for f in fields(self.recipe)}
         return out
 
-    def out_dir(self) -> Path:
-        p = Path(self.output)
+    def _path(self, value: str) -> Path:
+        p = Path(value).expanduser()
         return p if p.is_absolute() else self.base_dir / p
+
+    def out_dir(self) -> Path:
+        return self._path(self.output)
+
+    def checkpoint_path(self) -> Path | None:
+        """The weights to start from; a relative path is relative to the config file, as every path in it."""
+        return self._path(self.checkpoint) if self.checkpoint else None
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -111,7 +118,7 @@ LOG_FIELDS = ["step", "lr", "loss", "focal", "dice", "iou_mse", "iou_first", "io
 def _build(cfg: TrainConfig):
     from ..checkpoints import build_model
 
-    model = build_model(cfg.model, cfg.checkpoint)
+    model = build_model(cfg.model, cfg.checkpoint_path())
     model.train()
     if cfg.freeze_image_encoder:
         model.image_encoder.requires_grad_(False)

@@ -228,10 +228,13 @@ def test_a_crash_inside_a_request_is_a_500_and_the_server_goes_on():
         assert c.get("/healthz").json()["status"] == "ok"
 
 
-def test_decoder_onnx_decodes_the_served_embedding(client, coffee_id):
+def test_decoder_onnx_decodes_the_served_embedding(client):
     """What the page does in a browser, here with onnxruntime: the served decoder.onnx on the
     served embedding gives the masks and scores of /segment."""
     import onnxruntime as ort
+
+    # uploaded again: the tests before this one may have evicted it from the small cache
+    coffee_id = client.post("/v1/images", files={"file": ("coffee.png", COFFEE.read_bytes(), "image/png")}).json()["id"]
 
     info = client.get("/v1/models").json()[0]
     assert info["browser_decoding"] is False and client.get("/ort/ort.wasm.min.js").status_code == 404
@@ -240,6 +243,7 @@ def test_decoder_onnx_decodes_the_served_embedding(client, coffee_id):
     assert client.get("/v1/decoder.onnx").content == res.content  # exported once
     session = ort.InferenceSession(res.content, providers=["CPUExecutionProvider"])
     raw = client.get(f"/v1/images/{coffee_id}/embedding", params={"format": "raw"})
+    assert raw.status_code == 200, raw.text
     emb = np.frombuffer(raw.content, "<f4").reshape([int(v) for v in raw.headers["x-embedding-shape"].split(",")])
     ih, iw = map(int, raw.headers["x-input-size"].split(","))
     h, w = map(int, raw.headers["x-original-size"].split(","))

@@ -292,3 +292,13 @@ def test_set_embedding_from_elsewhere_answers_like_set_image(tiny_onnx, tiny_pai
     assert_close_scaled(a[2], b[2], rtol=1e-3, atol=1e-3)
     with pytest.raises(ValueError, match="this model expects"):
         other.set_embedding(np.zeros((1, 256, 64, 64)), (10, 10))
+
+
+def test_exporting_leaves_the_callers_model_as_it_was(tmp_path):
+    """A server exports decoder.onnx from the model it keeps serving: no mode, dtype or device change."""
+    from promptseg.export.exporter import export_decoder
+
+    model = default_model().half().train()
+    export_decoder(model, tmp_path / "decoder.onnx")
+    assert model.training and all(p.dtype == torch.float16 for p in model.parameters())
+    assert (tmp_path / "decoder.onnx").stat().st_size > 1e6

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def export_model(
     _check_opset(opset)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sam = sam.eval().float().cpu()
+    sam = _cpu_float(sam)
     meta = model_metadata(sam)
     paths = {"encoder": out / "encoder.onnx", "decoder": out / "decoder.onnx"}
     s = sam.img_size
@@ -99,7 +100,7 @@ def export_decoder(sam: Sam, path: str | Path, opset: int = DEFAULT_OPSET, retur
     _check_opset(opset)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sam = sam.eval().float().cpu()
+    sam = _cpu_float(sam)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -122,6 +123,14 @@ def export_decoder(sam: Sam, path: str | Path, opset: int = DEFAULT_OPSET, retur
         )
     _set_metadata(path, model_metadata(sam))
     return path
+
+
+def _cpu_float(sam: Sam) -> Sam:
+    """The model as the tracer needs it (eval, float32, CPU) without changing the caller's
+    model: a server keeps using its own, wherever it lives."""
+    if all(p.device.type == "cpu" and p.dtype == torch.float32 for p in sam.parameters()) and not sam.training:
+        return sam
+    return copy.deepcopy(sam).eval().float().cpu()
 
 
 def _check_opset(opset: int) -> None:

@@ -231,3 +231,11 @@ def test_training_inputs_are_padded_as_at_inference():
     for i, c in enumerate(crops):
         expected = model.preprocess(torch.from_numpy(c)[None])[0]
         torch.testing.assert_close(got[i], expected)
+
+
+def test_data_paths_expand_the_home_folder(shard, monkeypatch, tmp_path):
+    from promptseg.train.data import read_source
+
+    monkeypatch.setenv("HOME", str(shard.parent))
+    entries = read_source({"kind": "sa1b", "path": f"~/{shard.name}"}, tmp_path)
+    assert len(entries) == 6

@@ -97,12 +97,13 @@ def read_coco(instances: str | Path, images: str | Path) -> list[Entry]:
 
 
 def read_source(spec: dict, base: Path) -> list[Entry]:
+    """The entries of one [[data]] source; paths are relative to `base` (the config's folder), `~` expanded."""
     kind = spec.get("kind", "sa1b")
-    path = (base / spec["path"]).resolve()
+    path = (base / Path(spec["path"]).expanduser()).resolve()
     if kind == "sa1b":
         return read_sa1b(path)
     if kind == "coco":
-        return read_coco(path, (base / spec["images"]).resolve())
+        return read_coco(path, (base / Path(spec["images"]).expanduser()).resolve())
     raise ValueError(f"unknown data kind {kind!r}; use 'sa1b' or 'coco'")
 
 

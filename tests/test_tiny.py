@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from promptseg import Predictor, build_model
@@ -11,15 +12,17 @@ from promptseg.model import get_config
 from promptseg.model.prompt_encoder import draw_prompt_mask
 
 
-def test_tiny_builds_with_a_16x16_embedding_and_is_detected():
+@pytest.mark.parametrize("name,grid", [("tiny", 16), ("tiny_s8", 32)])
+def test_tiny_builds_with_its_embedding_grid_and_is_detected(name, grid):
     torch.manual_seed(0)
-    model = get_config("tiny").build().eval()
+    model = get_config(name).build().eval()
     assert model.img_size == 256
     with torch.no_grad():
         emb = model.image_encoder(torch.zeros(2, 3, 256, 256))
-    assert emb.shape == (2, 256, 16, 16)
-    assert detect_model_type(model.state_dict()) == "tiny"
-    assert set(expected_shapes("tiny")) == set(model.state_dict())
+    assert emb.shape == (2, 256, grid, grid)
+    assert model.prompt_encoder.mask_input_size == (4 * grid, 4 * grid)
+    assert detect_model_type(model.state_dict()) == name
+    assert set(expected_shapes(name)) == set(model.state_dict())
     assert sum(p.numel() for p in model.parameters()) * 2 < 25 * 1024 * 1024  # fits 25 MB in fp16
     assert model.prompt_encoder.draw_prompts and not get_config("vit_b").build().prompt_encoder.draw_prompts
 
@@ -47,7 +50,7 @@ def test_predictor_passes_the_drawn_prompt_as_the_first_mask_input(photo):
     _, scores, low = pred.predict(np.array([[300, 200]]), np.array([1]), multimask_output=True)
     coords = torch.as_tensor(pred.transform.apply_coords(np.array([[300.0, 200.0]]), photo.shape[:2]))[None].float()
     labels = torch.ones(1, 1)
-    drawn = draw_prompt_mask((coords, labels), None, (64, 64), (256, 256), 1)
+    drawn = draw_prompt_mask((coords, labels), None, model.prompt_encoder.mask_input_size, (256, 256), 1)
     with torch.no_grad():
         sparse, dense = model.prompt_encoder((coords, labels), None, drawn)
         ref_low, ref_iou = model.mask_decoder(

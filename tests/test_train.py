@@ -239,3 +239,13 @@ def test_data_paths_expand_the_home_folder(shard, monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(shard.parent))
     entries = read_source({"kind": "sa1b", "path": f"~/{shard.name}"}, tmp_path)
     assert len(entries) == 6
+
+
+@pytest.mark.parametrize("name", ["tiny.toml", "tiny_s8.toml"])
+def test_the_projects_training_configs_parse_and_name_a_registered_model(name):
+    from pathlib import Path
+
+    from promptseg.model import CONFIGS
+
+    cfg = TrainConfig.from_file(Path(__file__).parents[1] / "configs" / name)
+    assert cfg.model in CONFIGS and cfg.data and cfg.steps > cfg.recipe.interactive_from_step >= 0

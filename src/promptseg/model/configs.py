@@ -67,9 +67,10 @@ def _prompt_and_decoder(dim: int, grid: int, img_size: int, cfg) -> tuple[nn.Mod
 @dataclass(frozen=True)
 class TinyConfig:
     """A SAM model with the small hierarchical encoder (`tiny`): SAM's prompt encoder and mask
-    decoder unchanged, a 256-pixel input and a 16x16 embedding."""
+    decoder unchanged, a 256-pixel input and a 16x16 (stride 16) or 32x32 (stride 8) embedding."""
 
     img_size: int = 256
+    stride: int = 16
     dims: tuple[int, int, int] = (48, 96, 192)
     depths: tuple[int, int, int] = (1, 2, 2)
     attn_depth: int = 2
@@ -94,8 +95,9 @@ class TinyConfig:
             attn_depth=self.attn_depth,
             num_heads=self.num_heads,
             out_chans=self.prompt_embed_dim,
+            stride=self.stride,
         )
-        return Sam(encoder, *_prompt_and_decoder(self.prompt_embed_dim, self.img_size // 16, self.img_size, self))
+        return Sam(encoder, *_prompt_and_decoder(self.prompt_embed_dim, self.img_size // self.stride, self.img_size, self))
 
 
 CONFIGS: dict[str, ViTConfig | TinyConfig] = {
@@ -103,6 +105,7 @@ CONFIGS: dict[str, ViTConfig | TinyConfig] = {
     "vit_l": ViTConfig(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)),
     "vit_h": ViTConfig(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
     "tiny": TinyConfig(),
+    "tiny_s8": TinyConfig(stride=8),
 }
 
 

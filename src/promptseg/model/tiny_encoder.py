@@ -66,7 +66,13 @@ class GlobalBlock(nn.Module):
 
 
 class TinyEncoder(nn.Module):
-    """Image (B, 3, S, S) -> embedding (B, out_chans, S/16, S/16)."""
+    """Image (B, 3, S, S) -> embedding (B, out_chans, S/stride, S/stride), stride 16 or 8.
+
+    With stride 8 the globally attended stride-16 features are upsampled and added to the
+    stride-8 stage's features (a one-level feature pyramid), mixed by one more inverted residual,
+    and the neck runs on that finer grid: twice the embedding resolution (and so twice the mask
+    resolution) for the same attention cost.
+    """
 
     def __init__(
         self,
@@ -76,9 +82,13 @@ class TinyEncoder(nn.Module):
         attn_depth: int = 2,
         num_heads: int = 6,
         out_chans: int = 256,
+        stride: int = 16,
     ) -> None:
         super().__init__()
+        if stride not in (8, 16):
+            raise ValueError(f"TinyEncoder stride must be 8 or 16, not {stride}")
         self.img_size = img_size
+        self.stride = stride
         d1, d2, d3 = dims
         self.stem = nn.Sequential(ConvNormAct(3, d1 // 2, 3, 2), ConvNormAct(d1 // 2, d1, 3, 2))
         self.stage1 = nn.Sequential(*(MBConv(d1) for _ in range(depths[0])))
@@ -87,10 +97,16 @@ class TinyEncoder(nn.Module):
         self.down3 = ConvNormAct(d2, d3, 3, 2)
         self.stage3 = nn.Sequential(*(MBConv(d3) for _ in range(depths[2])))
         self.attn = nn.Sequential(*(GlobalBlock(d3, num_heads) for _ in range(attn_depth)))
+        if stride == 8:
+            self.lateral = nn.Conv2d(d2, d3, 1)
+            self.fuse = MBConv(d3, expand=2)
         self.neck = sam_neck(d3, out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stage1(self.stem(x))
-        x = self.stage2(self.down2(x))
-        x = self.stage3(self.down3(x))
-        return self.neck(self.attn(x))
+        fine = self.stage2(self.down2(x))
+        x = self.attn(self.stage3(self.down3(fine)))
+        if self.stride == 8:
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False) + self.lateral(fine)
+            x = self.fuse(x)
+        return self.neck(x)

@@ -88,6 +88,7 @@ def test_segment_multimask_writes_three(tmp_path, vit_b_checkpoint):
         (["segment", "{img}", "-p", "1,2,3,4", "--model", "vit_b"], "X,Y or X,Y,LABEL"),
         (["segment", "{img}", "-b", "1,2", "--model", "vit_b"], "X0,Y0,X1,Y1"),
         (["segment", "{img}", "-p", "1,1", "--model", "vit_x"], "unknown model"),
+        (["segment", "{img}", "-p", "1,1", "--model", "tiny_s8"], "no bundled or official weights; pass the trained"),
         (["segment", "{img}", "-p", "1,1", "--model", "vit_b"], "promptseg download vit_b"),
         (["segment", "{img}", "-p", "1,1", "-c", "nothing.pth"], "checkpoint not found"),
         (["download", "vit_q"], "no official weights"),

@@ -62,6 +62,10 @@ def resolve_model(model: str | None, checkpoint: Path | None):
         return default_model()
     known = OFFICIAL_WEIGHTS.get(model)
     if known is None:
+        from .model import CONFIGS
+
+        if model in CONFIGS:
+            raise UserError(f"{model} has no bundled or official weights; pass the trained ones with --checkpoint PATH")
         raise UserError(f"unknown model {model!r}; choose {DEFAULT_MODEL} (default) or one of {', '.join(OFFICIAL_WEIGHTS)}")
     cached = cache_dir() / known.filename
     if not cached.is_file():

@@ -51,36 +51,9 @@ def _parse_floats(text: str, n: tuple[int, ...], what: str) -> list[float]:
     return values
 
 
-def resolve_model(model: str | None, checkpoint: Path | None):
-    """Build the model the options name: a checkpoint file; the bundled default model (`tiny`)
-    when nothing or `tiny` is named; else cached official weights of a named type."""
-    from .checkpoints import DEFAULT_MODEL, OFFICIAL_WEIGHTS, build_model, cache_dir, default_model
-
-    if checkpoint is not None:
-        return build_model(model, checkpoint=checkpoint)
-    if model is None or model == DEFAULT_MODEL:
-        return default_model()
-    known = OFFICIAL_WEIGHTS.get(model)
-    if known is None:
-        from .model import CONFIGS
-
-        if model in CONFIGS:
-            raise UserError(f"{model} has no bundled or official weights; pass the trained ones with --checkpoint PATH")
-        raise UserError(f"unknown model {model!r}; choose {DEFAULT_MODEL} (default) or one of {', '.join(OFFICIAL_WEIGHTS)}")
-    cached = cache_dir() / known.filename
-    if not cached.is_file():
-        raise UserError(
-            f"no weights for {model} in {cache_dir()}; run `promptseg download {model}` or pass --checkpoint PATH"
-        )
-    return build_model(model, checkpoint=cached)
-
-
-BACKENDS = ("torch", "onnx", "onnx-int8")
-BACKEND_HELP = "torch, or onnx / onnx-int8 (ONNX Runtime; files from --onnx-dir, else exported once into the cache)."
-
-
-def _model_weights(model: str | None, checkpoint: Path | None) -> Path | None:
-    """The weights file the options name, where one exists."""
+def _model_weights(model: str | None, checkpoint: Path | None) -> Path:
+    """The weights file the options name: the checkpoint, the bundled default model's, or an
+    official model's place in the cache (which may not be downloaded yet)."""
     from .checkpoints import DEFAULT_MODEL, OFFICIAL_WEIGHTS, cache_dir, default_checkpoint
 
     if checkpoint is not None:
@@ -88,7 +61,32 @@ def _model_weights(model: str | None, checkpoint: Path | None) -> Path | None:
     if model is None or model == DEFAULT_MODEL:
         return default_checkpoint()
     known = OFFICIAL_WEIGHTS.get(model)
-    return cache_dir() / known.filename if known else None
+    if known is None:
+        from .model import CONFIGS
+
+        if model in CONFIGS:
+            raise UserError(f"{model} has no bundled or official weights; pass the trained ones with --checkpoint PATH")
+        raise UserError(f"unknown model {model!r}; choose {DEFAULT_MODEL} (default) or one of {', '.join(OFFICIAL_WEIGHTS)}")
+    return cache_dir() / known.filename
+
+
+def resolve_model(model: str | None, checkpoint: Path | None):
+    """Build the model the options name: a checkpoint file; the bundled default model (`tiny`)
+    when nothing or `tiny` is named; else cached official weights of a named type."""
+    from .checkpoints import DEFAULT_MODEL, build_model, cache_dir, default_model
+
+    weights = _model_weights(model, checkpoint)
+    if checkpoint is None and (model is None or model == DEFAULT_MODEL):
+        return default_model()
+    if checkpoint is None and not weights.is_file():
+        raise UserError(
+            f"no weights for {model} in {cache_dir()}; run `promptseg download {model}` or pass --checkpoint PATH"
+        )
+    return build_model(model, checkpoint=weights)
+
+
+BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKEND_HELP = "torch, or onnx / onnx-int8 (ONNX Runtime; files from --onnx-dir, else exported once into the cache)."
 
 
 def resolve_predictor(backend: str, model: str | None, checkpoint: Path | None, onnx_dir: Path | None):
@@ -110,8 +108,8 @@ def resolve_predictor(backend: str, model: str | None, checkpoint: Path | None, 
         from .checkpoints import cache_dir
 
         weights = _model_weights(model, checkpoint)
-        stat = weights.stat() if weights is not None and weights.is_file() else None
-        key = f"{model}|{weights and weights.resolve()}|{stat and (stat.st_size, stat.st_mtime_ns)}|{__version__}"
+        stat = weights.stat() if weights.is_file() else None
+        key = f"{model}|{weights.resolve()}|{stat and (stat.st_size, stat.st_mtime_ns)}|{__version__}"
         onnx_dir = cache_dir() / "onnx" / f"{model or 'default'}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
         suffix = ".int8.onnx" if precision == "int8" else ".onnx"
         if not all((onnx_dir / f"{n}{suffix}").is_file() for n in ("encoder", "decoder")):

@@ -96,14 +96,19 @@ def read_coco(instances: str | Path, images: str | Path) -> list[Entry]:
     return entries
 
 
+def config_path(value: str | Path, base: Path) -> Path:
+    """A path written in a training config: `~` expanded, a relative one taken from `base` (the config's folder)."""
+    return base / Path(value).expanduser()
+
+
 def read_source(spec: dict, base: Path) -> list[Entry]:
-    """The entries of one [[data]] source; paths are relative to `base` (the config's folder), `~` expanded."""
+    """The entries of one [[data]] source; its paths as `config_path` reads them."""
     kind = spec.get("kind", "sa1b")
-    path = (base / Path(spec["path"]).expanduser()).resolve()
+    path = config_path(spec["path"], base).resolve()
     if kind == "sa1b":
         return read_sa1b(path)
     if kind == "coco":
-        return read_coco(path, (base / Path(spec["images"]).expanduser()).resolve())
+        return read_coco(path, config_path(spec["images"], base).resolve())
     raise ValueError(f"unknown data kind {kind!r}; use 'sa1b' or 'coco'")
 
 

@@ -85,8 +85,9 @@ class TrainConfig:
         return out
 
     def _path(self, value: str) -> Path:
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else self.base_dir / p
+        from .data import config_path
+
+        return config_path(value, self.base_dir)
 
     def out_dir(self) -> Path:
         return self._path(self.output)

@@ -134,6 +134,33 @@ def test_output_modes_agree(small_pair, photo):
             assert (x, y, x + w, y + h) == (xs.min(), ys.min(), xs.max(), ys.max())
 
 
+def test_an_embedded_image_is_not_embedded_again(small_pair, photo):
+    """A state from an earlier set_image (as the server holds) serves the whole-image layer;
+    crop layers still embed their crops; a state of another image is refused."""
+    from promptseg import Predictor
+
+    model = small_pair[1]
+    pred = Predictor(model)
+    pred.set_image(photo)
+    calls = []
+    hook = model.image_encoder.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        kwargs = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, crop_n_layers=1)
+        fresh = MaskGenerator(model, **kwargs).generate(photo)
+        assert len(calls) == 1 + 4  # the whole image, then four crops
+        calls.clear()
+        reused = MaskGenerator(model, **kwargs).generate(photo, image_state=pred.image_state)
+        assert len(calls) == 4
+    finally:
+        hook.remove()
+    assert len(reused) == len(fresh) > 0
+    for a, b in zip(reused, fresh):
+        assert np.array_equal(a["segmentation"], b["segmentation"]) and a["predicted_iou"] == b["predicted_iou"]
+    assert pred.is_image_set  # the caller's predictor keeps its image
+    with pytest.raises(ValueError, match="embedded from a"):
+        MaskGenerator(model, points_per_side=4).generate(photo[:200], image_state=pred.image_state)
+
+
 def test_bad_options(small_pair):
     with pytest.raises(ValueError, match="output_mode"):
         MaskGenerator(small_pair[1], output_mode="polygons")

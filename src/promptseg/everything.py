@@ -145,13 +145,26 @@ class MaskGenerator:
         self.crop_overlap_ratio = crop_overlap_ratio
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
+        self._given_state = None
 
     @torch.inference_mode()
-    def generate(self, image: ImageLike) -> list[dict[str, Any]]:
+    def generate(self, image: ImageLike, image_state=None) -> list[dict[str, Any]]:
         """Records with `segmentation`, `area`, `bbox` (XYWH), `predicted_iou`, `point_coords`,
-        `stability_score` and `crop_box` (XYWH), one per mask found."""
+        `stability_score` and `crop_box` (XYWH), one per mask found.
+
+        `image_state`: this image already embedded by this model (a predictor's `image_state`
+        after `set_image(image)`); the whole-image layer then uses it instead of embedding again."""
         image = read_image(image)
-        found = self._generate(image)
+        if image_state is not None and tuple(image_state.original_size) != tuple(image.shape[:2]):
+            raise ValueError(
+                f"image_state was embedded from a {tuple(image_state.original_size)} image, but this image is "
+                f"{tuple(image.shape[:2])}; pass the state of this image or none"
+            )
+        self._given_state = image_state
+        try:
+            found = self._generate(image)
+        finally:
+            self._given_state = None
         if self.min_mask_region_area > 0 and len(found):
             found = self._remove_small_regions(found, self.min_mask_region_area, self.box_nms_thresh)
         records = []
@@ -188,7 +201,10 @@ class MaskGenerator:
         x0, y0, x1, y1 = crop
         crop_image = image[y0:y1, x0:x1, :]
         crop_size = crop_image.shape[:2]
-        self.predictor.set_image(crop_image)
+        if layer == 0 and self._given_state is not None:  # the whole image, already embedded
+            self.predictor.image_state = self._given_state
+        else:
+            self.predictor.set_image(crop_image)
         state = self.predictor._require_image()
         points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
         found = _Found.concat(

@@ -26,6 +26,16 @@ class EmbeddedImage:
     def input_size(self) -> tuple[int, int]:
         return self._require_image().input_size
 
+    @property
+    def image_state(self):
+        """The embedded image prompts are answered on; a server holding many embedded images
+        swaps them in and out here instead of embedding again."""
+        return self._require_image()
+
+    @image_state.setter
+    def image_state(self, state) -> None:
+        self._state = state
+
     def get_image_embedding(self):
         return self.features
 

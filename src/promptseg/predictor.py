@@ -54,16 +54,6 @@ class Predictor(EmbeddedImage):
     def device(self) -> torch.device:
         return self.model.device
 
-    @property
-    def image_state(self) -> ImageState:
-        """The embedded image prompts are answered on; a server holding many embedded images
-        swaps them in and out here instead of embedding again."""
-        return self._require_image()
-
-    @image_state.setter
-    def image_state(self, state: ImageState) -> None:
-        self._state = state
-
     # --- embedding ------------------------------------------------------------------
     def _prepare(self, image: ImageLike, image_format: str) -> tuple[torch.Tensor, tuple[int, int]]:
         if image_format not in ("RGB", "BGR"):

@@ -333,7 +333,8 @@ def create_app(model: Sam, settings: ServerSettings | None = None) -> FastAPI:
 
         def work():
             t0 = time.perf_counter()
-            records = MaskGenerator(model, output_mode="uncompressed_rle", **options).generate(entry.image)
+            generator = MaskGenerator(model, output_mode="uncompressed_rle", **options)
+            records = generator.generate(entry.image, image_state=entry.state)  # no second embedding
             return records, time.perf_counter() - t0
 
         records, seconds = await run(work)

@@ -9,7 +9,7 @@ import torch
 from promptseg import Predictor, build_model
 from promptseg.checkpoints import detect_model_type, expected_shapes
 from promptseg.model import get_config
-from promptseg.model.prompt_encoder import draw_prompt_mask
+from promptseg.model.prompt_encoder import draw_prompt_mask, paint_clicks
 
 
 @pytest.mark.parametrize("name,grid", [("tiny", 16), ("tiny_s8", 32)])
@@ -40,6 +40,30 @@ def test_draw_prompt_mask_fills_boxes_and_disks_around_foreground_clicks():
     ys, xs = np.nonzero((m > 0).numpy())
     assert abs(xs.mean() - 31.5) < 0.6 and abs(ys.mean() - 31.5) < 0.6
     assert len(xs) <= 16  # a disk of two cells' radius; background and padding clicks draw nothing
+
+
+def test_clicks_are_painted_over_a_given_mask_input():
+    base = torch.full((1, 1, 64, 64), 0.5)
+    # a foreground click, a background click overlapping it (later wins), a lone background
+    # click, then a padding point and a box's corners, which paint nothing
+    pts = torch.tensor([[[128.0, 128.0], [140.0, 128.0], [40.0, 40.0], [0.0, 0.0], [200, 200], [250, 250]]])
+    labels = torch.tensor([[1, 0, 0, -1, 2, 3]])
+    m = paint_clicks(base, (pts, labels), (256, 256))[0, 0]
+    assert set(m.unique().tolist()) == {-4.0, 0.5, 4.0}
+    assert m[31, 30] == 4.0 and m[31, 33] == -4.0 and m[31, 34] == -4.0  # the overlap went to the later click
+    assert m[9, 9] == -4.0 and m[0, 0] == 0.5 and m[50, 50] == 0.5
+    assert ((m != 0.5).sum()) < 3 * 16
+    # one mask input shared by a batch of prompts, as the ONNX decoder receives it
+    two = paint_clicks(base, (pts.expand(2, -1, -1), labels.expand(2, -1)), (256, 256))
+    assert two.shape == (2, 1, 64, 64) and torch.equal(two[0], two[1]) and torch.equal(two[0, 0], m)
+    # the tiny prompt encoder paints a refinement's clicks; SAM's encoders use the mask as given
+    torch.manual_seed(0)
+    enc = get_config("tiny").build().prompt_encoder
+    _, dense = enc((pts, labels), None, base)
+    assert torch.allclose(dense, enc.mask_downscaling(m[None, None]))
+    sam_enc = get_config("vit_b").build().prompt_encoder
+    _, dense = sam_enc((pts, labels), None, torch.zeros(1, 1, 256, 256))
+    assert torch.allclose(dense, sam_enc.mask_downscaling(torch.zeros(1, 1, 256, 256)))
 
 
 def test_predictor_passes_the_drawn_prompt_as_the_first_mask_input(photo):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -241,11 +242,12 @@ def test_data_paths_expand_the_home_folder(shard, monkeypatch, tmp_path):
     assert len(entries) == 6
 
 
-@pytest.mark.parametrize("name", ["tiny.toml", "tiny_s8.toml"])
-def test_the_projects_training_configs_parse_and_name_a_registered_model(name):
-    from pathlib import Path
+CONFIG_DIR = Path(__file__).parents[1] / "configs"
 
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIG_DIR.glob("*.toml")))
+def test_the_projects_training_configs_parse_and_name_a_registered_model(name):
     from promptseg.model import CONFIGS
 
-    cfg = TrainConfig.from_file(Path(__file__).parents[1] / "configs" / name)
+    cfg = TrainConfig.from_file(CONFIG_DIR / name)
     assert cfg.model in CONFIGS and cfg.data and cfg.steps > cfg.recipe.interactive_from_step >= 0

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..model import Sam
-from ..model.prompt_encoder import draw_prompt_mask
+from ..model.prompt_encoder import draw_prompt_mask, paint_clicks
 
 ENCODER_INPUTS = ("input_image",)
 ENCODER_OUTPUTS = ("image_embeddings",)
@@ -63,9 +63,10 @@ class DecoderGraph(nn.Module):
     def _dense(self, coords, labels, mask_input, has_mask_input) -> torch.Tensor:
         pe = self.sam.prompt_encoder
         has = has_mask_input.reshape(-1, 1, 1, 1)
-        if pe.draw_prompts:  # the model was trained with its first prompt drawn as the mask input
+        if pe.draw_prompts:  # the model was trained with its prompts drawn into the mask input
             drawn = draw_prompt_mask((coords, labels), None, pe.mask_input_size, pe.input_image_size, coords.shape[0])
-            return pe.mask_downscaling(has * mask_input + (1 - has) * drawn)
+            painted = paint_clicks(mask_input, (coords, labels), pe.input_image_size)
+            return pe.mask_downscaling(has * painted + (1 - has) * drawn)
         no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
         return has * pe.mask_downscaling(mask_input) + (1 - has) * no_mask
 

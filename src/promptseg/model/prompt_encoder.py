@@ -49,7 +49,8 @@ class PromptEncoder(nn.Module):
     ) -> None:
         super().__init__()
         # With draw_prompts, a prompt without a mask input also gets its points and box drawn
-        # as the mask input (see `draw_prompt_mask`). SAM's models do not do this (False); the
+        # as the mask input (see `draw_prompt_mask`), and with a mask input its clicks are
+        # painted over it (see `paint_clicks`). SAM's models do not do this (False); the
         # CPU-trained `tiny` model does, because it learnt with it.
         self.draw_prompts = draw_prompts
         self.embed_dim = embed_dim
@@ -119,12 +120,41 @@ class PromptEncoder(nn.Module):
         sparse_embeddings = torch.cat(sparse, dim=1)
         if masks is None and self.draw_prompts and (points is not None or boxes is not None):
             masks = draw_prompt_mask(points, boxes, self.mask_input_size, self.input_image_size, bs)
+        elif masks is not None and self.draw_prompts and points is not None:
+            masks = paint_clicks(masks, points, self.input_image_size)
         if masks is not None:
             dense = self.mask_downscaling(masks)
         else:
             h, w = self.image_embedding_size
             dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(bs, -1, h, w)
         return sparse_embeddings, dense
+
+
+def _near_points(coords: torch.Tensor, size: tuple[int, int], image_size: tuple[int, int]) -> torch.Tensor:
+    """(B, N, h, w): which low-res cells lie within two cells of each point."""
+    h, w = size
+    cell_y, cell_x = image_size[0] / h, image_size[1] / w
+    ys = ((torch.arange(h, device=coords.device) + 0.5) * cell_y).view(1, 1, h, 1)
+    xs = ((torch.arange(w, device=coords.device) + 0.5) * cell_x).view(1, 1, 1, w)
+    dx = xs - coords[..., 0, None, None].float()
+    dy = ys - coords[..., 1, None, None].float()
+    return dx**2 + dy**2 <= (2 * max(cell_x, cell_y)) ** 2
+
+
+def paint_clicks(
+    masks: torch.Tensor, points: tuple[torch.Tensor, torch.Tensor], image_size: tuple[int, int], strength: float = 4.0
+) -> torch.Tensor:
+    """The clicks painted over mask-input logits (B or 1, 1, h, w): +strength within two cells of
+    each foreground click, -strength around each background click (a later click wins where
+    disks overlap). So a corrective click changes the mask input where it was made, as the
+    first prompt is drawn (`draw_prompt_mask`)."""
+    coords, labels = points
+    near = _near_points(coords, masks.shape[-2:], image_size).float()  # (B, N, h, w)
+    order = torch.arange(1, coords.shape[1] + 1, device=coords.device, dtype=near.dtype).view(1, -1, 1, 1)
+    last_fg = (near * (labels == 1)[..., None, None] * order).amax(1, keepdim=True)  # (B, 1, h, w)
+    last_bg = (near * (labels == 0)[..., None, None] * order).amax(1, keepdim=True)
+    out = torch.where(last_bg > last_fg, -strength, masks)
+    return torch.where(last_fg > last_bg, strength, out)
 
 
 def draw_prompt_mask(

@@ -182,10 +182,9 @@ def draw_prompt_mask(
         inside = in_x & (ys >= b[:, 1, None, None]) & (ys <= b[:, 3, None, None])
     if points is not None:
         coords, labels = points
-        radius2 = (2 * max(cell_x, cell_y)) ** 2
         dx = xs[:, None] - coords[..., 0, None, None].float()  # (B, N, 1, w)
         dy = ys[:, None] - coords[..., 1, None, None].float()  # (B, N, h, 1)
-        near = (dx**2 + dy**2 <= radius2) & (labels == 1)[..., None, None]
+        near = _near_points(coords, size, image_size) & (labels == 1)[..., None, None]
         # box corners: each label-2 point and the point after it
         nxt = torch.cat([coords[:, 1:], coords[:, -1:]], dim=1).float()
         corner = (labels == 2)[..., None, None]

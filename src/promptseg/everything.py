@@ -145,7 +145,6 @@ class MaskGenerator:
         self.crop_overlap_ratio = crop_overlap_ratio
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
-        self._given_state = None
 
     @torch.inference_mode()
     def generate(self, image: ImageLike, image_state=None) -> list[dict[str, Any]]:
@@ -160,11 +159,7 @@ class MaskGenerator:
                 f"image_state was embedded from a {tuple(image_state.original_size)} image, but this image is "
                 f"{tuple(image.shape[:2])}; pass the state of this image or none"
             )
-        self._given_state = image_state
-        try:
-            found = self._generate(image)
-        finally:
-            self._given_state = None
+        found = self._generate(image, image_state)
         if self.min_mask_region_area > 0 and len(found):
             found = self._remove_small_regions(found, self.min_mask_region_area, self.box_nms_thresh)
         records = []
@@ -188,21 +183,22 @@ class MaskGenerator:
             )
         return records
 
-    def _generate(self, image: np.ndarray) -> _Found:
+    def _generate(self, image: np.ndarray, image_state=None) -> _Found:
         size = image.shape[:2]
         boxes, layers = M.crop_boxes(size, self.crop_n_layers, self.crop_overlap_ratio)
-        found = _Found.concat([self._process_crop(image, box, layer, size) for box, layer in zip(boxes, layers)])
+        found = _Found.concat([self._process_crop(image, box, layer, size, image_state) for box, layer in zip(boxes, layers)])
         if len(boxes) > 1 and len(found):
             scores = 1.0 / M.box_area(found.crops).float()  # prefer masks from smaller crops
             found = found.take(M.batched_nms(found.boxes, scores, self.crop_nms_thresh))
         return found
 
-    def _process_crop(self, image: np.ndarray, crop: list[int], layer: int, size: tuple[int, int]) -> _Found:
+    def _process_crop(self, image: np.ndarray, crop: list[int], layer: int, size: tuple[int, int],
+                      image_state=None) -> _Found:
         x0, y0, x1, y1 = crop
         crop_image = image[y0:y1, x0:x1, :]
         crop_size = crop_image.shape[:2]
-        if layer == 0 and self._given_state is not None:  # the whole image, already embedded
-            self.predictor.image_state = self._given_state
+        if layer == 0 and image_state is not None:  # the whole image, already embedded
+            self.predictor.image_state = image_state
         else:
             self.predictor.set_image(crop_image)
         state = self.predictor._require_image()

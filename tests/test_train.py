@@ -105,6 +105,33 @@ def test_simulation_runs_every_round_and_the_loss_has_gradients():
     assert model.image_encoder.neck[0].weight.grad.abs().sum() > 0
 
 
+
+def test_first_round_weight_sets_the_first_prompts_share_of_the_loss():
+    torch.manual_seed(0)
+    model = get_config("tiny").build()
+    gt = torch.zeros(4, 256, 256)
+    gt[:, 64:160, 80:200] = 1
+    with torch.no_grad():
+        emb = model.image_encoder(model.preprocess(torch.rand(1, 3, 256, 256) * 255)).expand(4, -1, -1, -1)
+
+    def loss(rounds, weight):
+        opts = RecipeOptions(point_rounds=2, mask_only_rounds=1, first_round_weight=weight)
+        total, parts, _ = simulate(model, emb, gt, torch.Generator().manual_seed(5), opts, rounds)
+        return float(total.detach()), parts
+
+    first, _ = loss({0}, 1.0)
+    last, _ = loss({3}, 1.0)
+    assert first != pytest.approx(last)
+    assert loss({0, 3}, 1.0)[0] == pytest.approx((first + last) / 2, rel=1e-5)
+    both, parts = loss({0, 3}, 3.0)
+    assert both == pytest.approx((3 * first + last) / 4, rel=1e-5)
+    assert loss({0}, 3.0)[0] == pytest.approx(first, rel=1e-5)  # alone, its weight does not scale it
+    assert parts["iou_mse"] == pytest.approx((3 * loss({0}, 1.0)[1]["iou_mse"] + loss({3}, 1.0)[1]["iou_mse"]) / 4, rel=1e-5)
+    with pytest.raises(ValueError, match="first_round_weight must be a number >= 0"):
+        RecipeOptions(first_round_weight=-1)
+    with pytest.raises(ValueError, match="first_round_weight"):
+        TrainConfig.from_dict({"data": [{"path": "x"}], "recipe": {"first_round_weight": "3"}})
+
 def test_schedule_and_round_choice():
     cfg = TrainConfig(steps=100, warmup_steps=10, data=[{"path": "x"}])
     assert lr_factor(0, cfg) == pytest.approx(0.1) and lr_factor(9, cfg) == pytest.approx(1.0)

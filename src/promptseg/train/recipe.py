@@ -21,6 +21,10 @@ class RecipeOptions:
     point_rounds: int = 8  # rounds that add one corrective point
     mask_only_rounds: int = 2  # final rounds with the mask input and no new point
     grad_rounds: int = -1  # rounds back-propagated besides the first and last (-1: all of them)
+    # weight of the first round's loss against each other back-propagated round's (1: all equal);
+    # the first prompt is what a user sees first, and it gets a shrinking share of the loss as more
+    # rounds are back-propagated
+    first_round_weight: float = 1.0
     focal_weight: float = 20.0
     dice_weight: float = 1.0
     iou_weight: float = 1.0
@@ -29,6 +33,11 @@ class RecipeOptions:
     # Compute budget: before this step only the first round runs (no corrective rounds); the
     # refinement rounds teach little until the model can segment from one prompt at all.
     interactive_from_step: int = 0
+
+    def __post_init__(self):
+        w = self.first_round_weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0:
+            raise ValueError(f"[recipe] first_round_weight must be a number >= 0 (1 weighs every round alike), got {w!r}")
 
     @property
     def rounds(self) -> int:
@@ -115,7 +124,8 @@ def simulate(model, embeddings: torch.Tensor, gt: torch.Tensor, gen: torch.Gener
              grad_rounds: set[int]):
     """Run the interactive rounds for masks `gt` (N, S, S) on `embeddings` (N, C, h, w).
 
-    Returns the summed loss over the back-propagated rounds, logging parts, and the IoU per round.
+    Returns the weighted mean loss over the back-propagated rounds (the first round weighs
+    `opts.first_round_weight`, the others 1), logging parts, and the IoU per round.
     """
     n, s = gt.shape[0], gt.shape[-1]
     pe = model.prompt_encoder.get_dense_pe()
@@ -131,6 +141,8 @@ def simulate(model, embeddings: torch.Tensor, gt: torch.Tensor, gen: torch.Gener
     coords = first[:, None]  # clicks so far (N, k, 2); box-first samples ignore the first one
     labels = torch.ones(n, 1)
     mask_input = None  # the first round has none (a model with draw_prompts draws the prompt)
+    weight = {r: (opts.first_round_weight if r == 0 else 1.0) for r in grad_rounds}
+    norm = max(sum(weight.values()), 1e-12)
     total = torch.zeros(())
     logs: dict[str, float] = {}
     round_iou = []
@@ -157,9 +169,10 @@ def simulate(model, embeddings: torch.Tensor, gt: torch.Tensor, gen: torch.Gener
                 share = len(idx) / n
                 if grad:
                     loss, parts, k_iou, _ = mask_losses(low, iou, gt_loss[idx], opts)
-                    total = total + share * loss
+                    w = share * weight[r] / norm
+                    total = total + w * loss
                     for k, v in parts.items():
-                        logs[k] = logs.get(k, 0.0) + share * float(v) / len(grad_rounds)
+                        logs[k] = logs.get(k, 0.0) + w * float(v)
                 else:
                     up = F.interpolate(low, gt_loss.shape[-2:], mode="bilinear", align_corners=False)
                     ious = mask_iou(up, gt_loss[idx, None].expand_as(up))
@@ -179,4 +192,4 @@ def simulate(model, embeddings: torch.Tensor, gt: torch.Tensor, gen: torch.Gener
             label = gt_low[torch.arange(n), py, px].float()
             coords = torch.cat([coords, point[:, None]], 1)
             labels = torch.cat([labels, label[:, None]], 1)
-    return total / max(1, len(grad_rounds)), logs, round_iou
+    return total, logs, round_iou

@@ -119,14 +119,14 @@ def test_first_round_weight_sets_the_first_prompts_share_of_the_loss():
         total, parts, _ = simulate(model, emb, gt, torch.Generator().manual_seed(5), opts, rounds)
         return float(total.detach()), parts
 
-    first, _ = loss({0}, 1.0)
-    last, _ = loss({3}, 1.0)
+    first, first_parts = loss({0}, 1.0)
+    last, last_parts = loss({3}, 1.0)
     assert first != pytest.approx(last)
     assert loss({0, 3}, 1.0)[0] == pytest.approx((first + last) / 2, rel=1e-5)
     both, parts = loss({0, 3}, 3.0)
     assert both == pytest.approx((3 * first + last) / 4, rel=1e-5)
     assert loss({0}, 3.0)[0] == pytest.approx(first, rel=1e-5)  # alone, its weight does not scale it
-    assert parts["iou_mse"] == pytest.approx((3 * loss({0}, 1.0)[1]["iou_mse"] + loss({3}, 1.0)[1]["iou_mse"]) / 4, rel=1e-5)
+    assert parts["iou_mse"] == pytest.approx((3 * first_parts["iou_mse"] + last_parts["iou_mse"]) / 4, rel=1e-5)
     with pytest.raises(ValueError, match="first_round_weight must be a number >= 0"):
         RecipeOptions(first_round_weight=-1)
     with pytest.raises(ValueError, match="first_round_weight"):

@@ -63,9 +63,9 @@ def score(found: list[dict], iou_t: float, stab_t: float, nms: float) -> dict:
             keep = keep[order]
         match = c["match"][keep]
         kept_total += len(keep)
-        hits += int((match >= MATCH_IOU).any(axis=1).sum()) if len(keep) else 0
+        hits += int((match >= MATCH_IOU).any(axis=1).sum())
         gt_total += match.shape[1]
-        finds += int((match >= MATCH_IOU).any(axis=0).sum()) if len(keep) else 0
+        finds += int((match >= MATCH_IOU).any(axis=0).sum())
     precision = hits / kept_total if kept_total else 0.0
     recall = finds / gt_total if gt_total else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -84,7 +84,6 @@ def main() -> None:
     for src in args.sources:
         if "eval-data" in src.resolve().parts:
             sys.exit(f"{src}: eval-data is for evaluation only; tune on training data")
-    torch.manual_seed(0)
     model = build_model(checkpoint=args.checkpoint) if args.checkpoint else default_model()
     generator = MaskGenerator(model, pred_iou_thresh=args.floor, stability_score_thresh=0.0,
                               box_nms_thresh=1.0, output_mode="coco_rle")

@@ -13,6 +13,7 @@ from promptseg import Predictor, default_model, sample_image_path
 from promptseg.checkpoints import default_checkpoint
 from promptseg.eval.methods import SamMethod
 from promptseg.eval.protocols import Instance, evaluate_instance, summarise
+from promptseg.everything import generator_defaults
 from promptseg.io import read_image
 from promptseg.train.synth import SceneGenerator
 from test_cli import run
@@ -108,8 +109,6 @@ def test_everything_mode_with_the_default_model(tiny):
         x, y, w, h = r["bbox"]
         ys, xs = np.nonzero(r["segmentation"])
         assert (x, y, x + w, y + h) == (xs.min(), ys.min(), xs.max(), ys.max())
-    from promptseg.everything import generator_defaults
-
     assert all(r["predicted_iou"] > generator_defaults(tiny)["pred_iou_thresh"] for r in kept)
 
 
@@ -127,8 +126,6 @@ def test_data_engine_writes_a_shard_that_training_reads(tmp_path):
     entries = read_sa1b(tmp_path / "shard")
     assert sorted(e.image_path.name for e in entries) == ["sa_chelsea.png", "sa_coffee.png"]
     doc = json.loads((tmp_path / "shard" / "sa_coffee.json").read_text())
-    from promptseg.everything import generator_defaults
-
     th = generator_defaults(default_model())
     assert doc["annotations"] and th["pred_iou_thresh"] < 0.88  # the tiny model's own thresholds
     assert all(a["predicted_iou"] > th["pred_iou_thresh"] for a in doc["annotations"])

@@ -105,7 +105,6 @@ def test_simulation_runs_every_round_and_the_loss_has_gradients():
     assert model.image_encoder.neck[0].weight.grad.abs().sum() > 0
 
 
-
 def test_first_round_weight_sets_the_first_prompts_share_of_the_loss():
     torch.manual_seed(0)
     model = get_config("tiny").build()
@@ -131,6 +130,7 @@ def test_first_round_weight_sets_the_first_prompts_share_of_the_loss():
         RecipeOptions(first_round_weight=-1)
     with pytest.raises(ValueError, match="first_round_weight"):
         TrainConfig.from_dict({"data": [{"path": "x"}], "recipe": {"first_round_weight": "3"}})
+
 
 def test_schedule_and_round_choice():
     cfg = TrainConfig(steps=100, warmup_steps=10, data=[{"path": "x"}])

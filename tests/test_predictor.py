@@ -178,3 +178,12 @@ def test_unreadable_images(tmp_path):
         read_image(np.zeros((5, 5, 7), np.uint8))
     with pytest.raises(ValueError, match="dtype"):
         read_image(np.zeros((5, 5, 3), np.int64))
+
+
+def test_sample_image_names():
+    from promptseg import sample_image_path
+
+    assert sample_image_path("coffee") == sample_image_path("coffee.png") == sample_image_path()
+    assert sample_image_path("chelsea").name == "chelsea.png"
+    with pytest.raises(FileNotFoundError, match="try 'coffee.png'"):
+        sample_image_path("astronaut")

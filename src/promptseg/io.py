@@ -19,7 +19,10 @@ SAMPLES = ("coffee.png", "chelsea.png")  # bundled photos (scikit-image's data, 
 
 
 def sample_image_path(name: str = "coffee.png") -> Path:
-    """Path of a photo bundled with the package (`coffee.png`, `chelsea.png`)."""
+    """Path of a photo bundled with the package (`coffee.png`, `chelsea.png`; the name
+    without `.png` works too)."""
+    if name in {Path(s).stem for s in SAMPLES}:
+        name += ".png"
     path = Path(str(resources.files("promptseg") / "data" / "samples" / name))
     if not path.is_file():
         raise FileNotFoundError(f"no bundled sample named {name!r}; try 'coffee.png' or 'chelsea.png'")

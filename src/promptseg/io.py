@@ -25,7 +25,7 @@ def sample_image_path(name: str = "coffee.png") -> Path:
         name += ".png"
     path = Path(str(resources.files("promptseg") / "data" / "samples" / name))
     if not path.is_file():
-        raise FileNotFoundError(f"no bundled sample named {name!r}; try 'coffee.png' or 'chelsea.png'")
+        raise FileNotFoundError(f"no bundled sample named {name!r}; try {' or '.join(map(repr, SAMPLES))}")
     return path
 
 

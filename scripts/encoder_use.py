@@ -1,21 +1,23 @@
 """How much a model's mask decoder reads its image embedding: box and click IoU with the real
 embedding against the same prompts on an all-zero embedding.
 
-    .venv/bin/python scripts/encoder_use.py [--checkpoint W] [--masks 48] [-o out.json]
+    .venv/bin/python scripts/encoder_use.py [--checkpoint W] [--masks 48] [--sources DIR ...] [-o out.json]
 
-Masks come from the training sampler (random crops, flips, the training input size) over the
-synthetic training scenes and the BSDS500 training photos, one source at a time, seed 0. Each
+Masks come from the training sampler (random crops, flips, the training input size) over SA-1B
+folders of training data, by default the synthetic training scenes and the BSDS500 training
+photos, one source at a time, seed 0. Each
 mask gets the training recipe's noisy box and one click drawn uniformly inside it. Reported per
 source: box IoU with the embedding, with zeros, and of the drawn box itself filled; the click's
 top-scored and best-of-3 IoU with the embedding and with zeros. A decoder that only reshapes the
 drawn prompt scores the same on zeros; one that reads the image loses there. ../shared/eval-data
-is never read.
+is refused.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,7 @@ from promptseg.train.loop import _inputs
 from promptseg.train.recipe import RecipeOptions, mask_iou, noisy_boxes, sample_points
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = {"synthetic": ROOT / "out/data/synth-train", "bsds500": ROOT.parent / "shared/train-data/bsds500"}
+DEFAULT_SOURCES = [ROOT / "out/data/synth-train", ROOT.parent / "shared/train-data/bsds500"]
 
 
 @torch.no_grad()
@@ -68,13 +70,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, help="tiny checkpoint (default: the bundled weights)")
     ap.add_argument("--masks", type=int, default=48, help="masks per source (default 48)")
+    ap.add_argument("--sources", nargs="+", type=Path, default=DEFAULT_SOURCES, help="SA-1B folders of training data.")
     ap.add_argument("-o", "--output", type=Path, help="write the figures as JSON here")
     args = ap.parse_args()
+    for src in args.sources:
+        if "eval-data" in src.resolve().parts:
+            sys.exit(f"{src}: eval-data is for evaluation only; measure on training data")
     model = build_model("tiny", checkpoint=args.checkpoint) if args.checkpoint else default_model()
     model.eval()
-    result = {name: measure(model, read_sa1b(path), args.masks) for name, path in SOURCES.items()}
+    result = {src.name: measure(model, read_sa1b(src), args.masks) for src in args.sources}
     for name, r in result.items():
-        print(f"{name:10s} box: embedding {r['box_embedding']:.3f}  zeros {r['box_zeros']:.3f}  filled box {r['box_filled']:.3f}"
+        print(f"{name:12s} box: embedding {r['box_embedding']:.3f}  zeros {r['box_zeros']:.3f}  filled box {r['box_filled']:.3f}"
               f" | click top/oracle: embedding {r['click_top_embedding']:.3f}/{r['click_oracle_embedding']:.3f}"
               f"  zeros {r['click_top_zeros']:.3f}/{r['click_oracle_zeros']:.3f}")
     if args.output:

@@ -185,3 +185,29 @@ def test_everything_thresholds_are_chosen_on_training_data_only(tmp_path):
     evald.mkdir(parents=True)
     out = subprocess.run([sys.executable, script, "--sources", evald], capture_output=True, text=True)
     assert out.returncode != 0 and "evaluation only" in out.stderr
+
+
+def test_encoder_use_script_shows_the_decoder_reads_the_image(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "encoder_use.py"
+    assert run("synth", tmp_path / "shard", "--count", "4", "--seed", "32", "--quiet").returncode == 0
+    out = subprocess.run([sys.executable, script, "--sources", tmp_path / "shard", "--masks", "16",
+                          "-o", tmp_path / "use.json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    fig = json.loads((tmp_path / "use.json").read_text())["shard"]
+    assert fig["masks"] == 16
+    for key, value in fig.items():
+        assert key == "masks" or 0 <= value <= 1, (key, value)
+    # the shipped weights lean on the image embedding: an all-zero one costs box and click IoU
+    assert fig["box_embedding"] > fig["box_zeros"] + 0.1
+    assert fig["click_oracle_embedding"] > fig["click_oracle_zeros"] + 0.1
+    assert fig["click_oracle_embedding"] >= fig["click_top_embedding"]
+    assert "shard" in out.stdout
+
+    evald = tmp_path / "eval-data" / "x"
+    evald.mkdir(parents=True)
+    out = subprocess.run([sys.executable, script, "--sources", evald], capture_output=True, text=True)
+    assert out.returncode != 0 and "evaluation only" in out.stderr

@@ -159,15 +159,26 @@ def test_missing_bundled_weights_are_a_clear_error(monkeypatch, tmp_path):
         ckpt.default_model()
 
 
-def test_everything_thresholds_are_chosen_on_training_data_only(tmp_path):
+def _script(name: str, *args):
     import subprocess
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "choose_everything_thresholds.py"
+    script = Path(__file__).resolve().parents[1] / "scripts" / name
+    return subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+
+
+def _refuses_eval_data(tmp_path, name: str) -> None:
+    evald = tmp_path / "eval-data" / "x"
+    evald.mkdir(parents=True)
+    out = _script(name, "--sources", evald)
+    assert out.returncode != 0 and "evaluation only" in out.stderr
+
+
+def test_everything_thresholds_are_chosen_on_training_data_only(tmp_path):
     assert run("synth", tmp_path / "shard", "--count", "2", "--seed", "31", "--quiet").returncode == 0
-    out = subprocess.run([sys.executable, script, "--sources", tmp_path / "shard", "--images", "2",
-                          "-o", tmp_path / "th.json"], capture_output=True, text=True)
+    out = _script("choose_everything_thresholds.py", "--sources", tmp_path / "shard", "--images", "2",
+                  "-o", tmp_path / "th.json")
     assert out.returncode == 0, out.stderr
     doc = json.loads((tmp_path / "th.json").read_text())
     assert len(doc["rows"]) == 13 * 5  # every predicted-IoU x stability pair
@@ -180,22 +191,12 @@ def test_everything_thresholds_are_chosen_on_training_data_only(tmp_path):
     by_iou = [r["sources"]["shard"]["masks_per_image"] for r in doc["rows"] if r["stability_score_thresh"] == 0]
     assert by_iou == sorted(by_iou, reverse=True) and by_iou[0] > by_iou[-1]
     assert f"pred_iou_thresh={doc['best']['pred_iou_thresh']}" in out.stdout
-
-    evald = tmp_path / "eval-data" / "x"
-    evald.mkdir(parents=True)
-    out = subprocess.run([sys.executable, script, "--sources", evald], capture_output=True, text=True)
-    assert out.returncode != 0 and "evaluation only" in out.stderr
+    _refuses_eval_data(tmp_path, "choose_everything_thresholds.py")
 
 
 def test_encoder_use_script_shows_the_decoder_reads_the_image(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "scripts" / "encoder_use.py"
     assert run("synth", tmp_path / "shard", "--count", "4", "--seed", "32", "--quiet").returncode == 0
-    out = subprocess.run([sys.executable, script, "--sources", tmp_path / "shard", "--masks", "16",
-                          "-o", tmp_path / "use.json"], capture_output=True, text=True)
+    out = _script("encoder_use.py", "--sources", tmp_path / "shard", "--masks", "16", "-o", tmp_path / "use.json")
     assert out.returncode == 0, out.stderr
     fig = json.loads((tmp_path / "use.json").read_text())["shard"]
     assert fig["masks"] == 16
@@ -206,8 +207,4 @@ def test_encoder_use_script_shows_the_decoder_reads_the_image(tmp_path):
     assert fig["click_oracle_embedding"] > fig["click_oracle_zeros"] + 0.1
     assert fig["click_oracle_embedding"] >= fig["click_top_embedding"]
     assert "shard" in out.stdout
-
-    evald = tmp_path / "eval-data" / "x"
-    evald.mkdir(parents=True)
-    out = subprocess.run([sys.executable, script, "--sources", evald], capture_output=True, text=True)
-    assert out.returncode != 0 and "evaluation only" in out.stderr
+    _refuses_eval_data(tmp_path, "encoder_use.py")

@@ -23,13 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
+from training_sources import add_sources_option, refuse_eval_data
 
 from promptseg import MaskGenerator, build_model, default_model
 from promptseg.masks import batched_nms
 from promptseg.train.data import read_sa1b
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SOURCES = [ROOT / "out/data/synth-train", ROOT.parent / "shared/train-data/bsds500"]
 IOU_GRID = [round(0.05 * i, 2) for i in range(2, 15)]  # 0.10 .. 0.70
 STABILITY_GRID = [0.0, 0.5, 0.7, 0.8, 0.9]
 MATCH_IOU = 0.5
@@ -75,15 +74,13 @@ def score(found: list[dict], iou_t: float, stab_t: float, nms: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", help="Weights to tune for (default: the shipped default model).")
-    ap.add_argument("--sources", nargs="+", type=Path, default=DEFAULT_SOURCES, help="SA-1B folders of training data.")
+    add_sources_option(ap)
     ap.add_argument("--images", type=int, default=40, help="Images drawn from each source.")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--floor", type=float, default=min(IOU_GRID), help="Predicted-IoU floor of the single run.")
     ap.add_argument("-o", "--output", type=Path, help="Write every pair's figures as JSON.")
     args = ap.parse_args()
-    for src in args.sources:
-        if "eval-data" in src.resolve().parts:
-            sys.exit(f"{src}: eval-data is for evaluation only; tune on training data")
+    refuse_eval_data(args.sources, "tune")
     model = build_model(checkpoint=args.checkpoint) if args.checkpoint else default_model()
     generator = MaskGenerator(model, pred_iou_thresh=args.floor, stability_score_thresh=0.0,
                               box_nms_thresh=1.0, output_mode="coco_rle")

@@ -17,20 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from training_sources import add_sources_option, refuse_eval_data
 
 from promptseg import build_model, default_model
+from promptseg.model.prompt_encoder import draw_prompt_mask
 from promptseg.train.data import MaskSampler, read_sa1b
 from promptseg.train.loop import _inputs
 from promptseg.train.recipe import RecipeOptions, mask_iou, noisy_boxes, sample_points
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SOURCES = [ROOT / "out/data/synth-train", ROOT.parent / "shared/train-data/bsds500"]
 
 
 @torch.no_grad()
@@ -42,7 +40,7 @@ def measure(model, entries, masks: int, seed: int = 0) -> dict:
     gt = batch.masks[:, 0]
     boxes = noisy_boxes(gt > 0.5, gen, RecipeOptions(), size)
     clicks = sample_points(gt > 0.5, gen, 1)[:, None]
-    embeddings = torch.cat([model.image_encoder(x[None]) for x in _inputs(model, batch, "cpu")])
+    embeddings = model.image_encoder(_inputs(model, batch, "cpu"))
     pe = model.prompt_encoder.get_dense_pe()
 
     def ious(emb, points, box, multimask):
@@ -53,12 +51,10 @@ def measure(model, entries, masks: int, seed: int = 0) -> dict:
         top = every[torch.arange(len(gt)), pred.argmax(1)]
         return float(top.mean()), float(every.max(1).values.mean())
 
-    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    filled = (xs >= boxes[:, 0, None, None]) & (xs < boxes[:, 2, None, None])
-    filled &= (ys >= boxes[:, 1, None, None]) & (ys < boxes[:, 3, None, None])
+    filled = draw_prompt_mask(None, boxes, (size, size), (size, size), len(gt))  # the box as the model draws it
     zeros = torch.zeros_like(embeddings)
     one_click = (clicks, torch.ones(len(gt), 1))
-    out = {"masks": len(gt), "box_filled": float(mask_iou(filled.float() * 2 - 1, gt).mean())}
+    out = {"masks": len(gt), "box_filled": float(mask_iou(filled[:, 0], gt).mean())}
     for name, emb in (("embedding", embeddings), ("zeros", zeros)):
         out[f"box_{name}"] = ious(emb, None, boxes, False)[0]
         top, oracle = ious(emb, one_click, None, True)
@@ -70,12 +66,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, help="tiny checkpoint (default: the bundled weights)")
     ap.add_argument("--masks", type=int, default=48, help="masks per source (default 48)")
-    ap.add_argument("--sources", nargs="+", type=Path, default=DEFAULT_SOURCES, help="SA-1B folders of training data.")
+    add_sources_option(ap)
     ap.add_argument("-o", "--output", type=Path, help="write the figures as JSON here")
     args = ap.parse_args()
-    for src in args.sources:
-        if "eval-data" in src.resolve().parts:
-            sys.exit(f"{src}: eval-data is for evaluation only; measure on training data")
+    refuse_eval_data(args.sources, "measure")
     model = build_model("tiny", checkpoint=args.checkpoint) if args.checkpoint else default_model()
     model.eval()
     result = {src.name: measure(model, read_sa1b(src), args.masks) for src in args.sources}

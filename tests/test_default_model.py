@@ -77,24 +77,24 @@ def held_out_rows(tiny):
 
 
 def test_quality_on_held_out_synthetic_scenes_does_not_regress(held_out_rows):
-    # Guards against regressions of the shipped weights (measured: box 0.780, 1-click oracle 0.721
+    # Guards against regressions of the shipped weights (measured: box 0.798, 1-click oracle 0.745
     # on these 64 instances). The floors (box 0.90, 1 click 0.80) are not reached yet:
     # see MODEL_CARD.md.
     s = summarise(held_out_rows)
     assert s["instances"] >= 40
-    assert s["box"] >= 0.765, s
-    assert s["click1_oracle"] >= 0.69, s
+    assert s["box"] >= 0.78, s
+    assert s["click1_oracle"] >= 0.72, s
 
 
 def test_corrective_clicks_with_the_previous_mask_improve_the_answer(held_out_rows):
     # SAM's refinement loop (the NoC protocol): each click goes in with the previous answer's
     # logits as the mask input. The weights shipped before the refinement fine-tune answered every
-    # such click with an empty mask (IoU 0 after click 2). Measured now: mean IoU 0.68 after one
-    # click, 0.84 after five; NoC@85 6.7.
+    # such click with an empty mask (IoU 0 after click 2). Measured now: mean IoU 0.69 after one
+    # click, 0.86 after five; NoC@85 5.4.
     first = np.mean([r["click1"] for r in held_out_rows])
     fifth = np.mean([r["ious"][min(4, len(r["ious"]) - 1)] for r in held_out_rows])
-    assert fifth >= first + 0.12 and fifth >= 0.80, (first, fifth)
-    assert summarise(held_out_rows)["noc85"] < 8.5
+    assert fifth >= first + 0.12 and fifth >= 0.83, (first, fifth)
+    assert summarise(held_out_rows)["noc85"] < 7.0
 
 
 def test_everything_mode_with_the_default_model(tiny):

@@ -43,7 +43,7 @@ def test_bundled_weights_are_small_half_precision_and_say_where_they_come_from(t
 def test_segment_without_a_model_uses_the_default_and_answers_inside_the_box(tmp_path):
     # End to end through the CLI with no model named. Quality is measured on many instances below
     # and in MODEL_CARD.md; on this one box the shipped weights give part of the cup (its inside and
-    # rim, 24 % of the box; the first shipped weights filled 71 %), a regression the model card reports.
+    # rim, 28 % of the box; the first shipped weights filled 71 %), a regression the model card reports.
     image = sample_image_path("coffee.png")  # 600x400, a cup of coffee on a saucer
     out = run("segment", image, "--box", "150,20,470,330", "-o", tmp_path / "m.png", "--json", "--quiet")
     assert out.returncode == 0, out.stderr

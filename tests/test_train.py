@@ -214,6 +214,65 @@ def test_train_cli_runs_from_a_config_file(shard, tmp_path):
     assert json.loads((tmp_path / "tuned" / "last.json").read_text())["config"]["checkpoint"] == "run/last.safetensors"
 
 
+def test_a_config_extends_another_key_by_key_with_its_paths_read_from_where_they_are_written(shard, tmp_path):
+    base = tmp_path / "base.toml"
+    base.write_text(
+        '[model]\ntype = "tiny"\ncheckpoint = "w/start.safetensors"\n'
+        '[[data]]\npath = "shards/a"\nweight = 0.5\n[[data]]\npath = "/abs/b"\n'
+        '[train]\noutput = "run"\nsteps = 7\nlr = 1e-3\nseed = 1\n'
+        "[recipe]\npoint_rounds = 2\nfirst_round_weight = 3.0\n"
+    )
+    (tmp_path / "sub").mkdir()
+    child = tmp_path / "sub" / "child.toml"
+    child.write_text('extends = "../base.toml"\n[train]\nseed = 5\noutput = "mine"\n[recipe]\niou_weight = 2.0\n')
+    cfg = TrainConfig.from_file(child)
+    # overridden keys are the child's, the rest the parent's, table by table
+    assert (cfg.seed, cfg.steps, cfg.lr) == (5, 7, 1e-3)
+    assert (cfg.recipe.iou_weight, cfg.recipe.first_round_weight, cfg.recipe.point_rounds) == (2.0, 3.0, 2)
+    # the parent's relative paths still name what they named in the parent's folder; the child's, the child's
+    assert cfg.checkpoint_path().resolve() == (tmp_path / "w" / "start.safetensors").resolve()
+    assert cfg.out_dir().resolve() == (tmp_path / "sub" / "mine").resolve()
+    assert [cfg._path(d["path"]).resolve() for d in cfg.data] == [(tmp_path / "shards" / "a").resolve(), Path("/abs/b")]
+    # a child's [[data]] list replaces the parent's whole; extends chains
+    grand = tmp_path / "sub" / "grand.toml"
+    grand.write_text('extends = "child.toml"\n[[data]]\npath = "own"\n')
+    cfg = TrainConfig.from_file(grand)
+    assert cfg.data == [{"path": "own"}] and cfg.seed == 5 and cfg.recipe.iou_weight == 2.0
+    # a sibling in the same folder keeps the parent's paths as written
+    same = tmp_path / "same.toml"
+    same.write_text('extends = "base.toml"\n')
+    assert TrainConfig.from_file(same).to_json() == TrainConfig.from_file(base).to_json()
+    # errors say what is wrong
+    loop_a, loop_b = tmp_path / "a.toml", tmp_path / "b.toml"
+    loop_a.write_text('extends = "b.toml"\n')
+    loop_b.write_text('extends = "a.toml"\n')
+    with pytest.raises(ValueError, match="extend each other in a loop: a.toml -> b.toml -> a.toml"):
+        TrainConfig.from_file(loop_a)
+    orphan = tmp_path / "orphan.toml"
+    orphan.write_text('extends = "gone.toml"\n')
+    with pytest.raises(FileNotFoundError, match="extends 'gone.toml'"):
+        TrainConfig.from_file(orphan)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("extends = 3\n")
+    with pytest.raises(ValueError, match="extends must be the path of another training config"):
+        TrainConfig.from_file(bad)
+    typo = tmp_path / "typo.toml"
+    typo.write_text('extends = "base.toml"\n[train]\nstepz = 1\n')
+    with pytest.raises(ValueError, match="unknown training config keys: stepz"):
+        TrainConfig.from_file(typo)
+    # and the CLI trains from an extending config, writing where the child says
+    real = tmp_path / "real.toml"
+    real.write_text(
+        f'[model]\ntype = "tiny"\n[[data]]\npath = "{shard}"\n'
+        '[train]\noutput = "run"\nsteps = 1\nbatch_size = 1\nmasks_per_image = 1\n'
+        "[recipe]\npoint_rounds = 1\nmask_only_rounds = 0\n"
+    )
+    (tmp_path / "sub" / "real2.toml").write_text('extends = "../real.toml"\n[train]\nseed = 3\n')
+    out = run("train", tmp_path / "sub" / "real2.toml", "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "run" / "last.json").read_text())["config"]["seed"] == 3
+
+
 def test_coco_reader_takes_polygons_and_rle_and_skips_crowds(tmp_path):
     from PIL import Image
 

@@ -47,13 +47,7 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"training config {path} does not exist")
-        try:
-            doc = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path} is not valid TOML: {exc}") from None
-        return cls.from_dict(doc, path.parent)
+        return cls.from_dict(read_config_doc(path), path.parent)
 
     @classmethod
     def from_dict(cls, doc: dict, base_dir: Path = Path(".")) -> TrainConfig:
@@ -95,6 +89,69 @@ class TrainConfig:
     def checkpoint_path(self) -> Path | None:
         """The weights to start from; a relative path is relative to the config file, as every path in it."""
         return self._path(self.checkpoint) if self.checkpoint else None
+
+
+# keys whose values are paths, relative to the file that writes them
+_PATH_KEYS = {"model": ("checkpoint",), "train": ("output",)}
+_DATA_PATH_KEYS = ("path", "images")
+
+
+def read_config_doc(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """The TOML of a training config with its `extends` chain merged in, paths relative to `path`'s folder.
+
+    `extends = "other.toml"` (relative to this file) starts from that config: this file's
+    [model], [train] and [recipe] keys override the other's one by one, and its [[data]] list, if
+    it has one, replaces the other's whole. So a stage that differs from the last in a few keys
+    says only those.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training config {path} does not exist")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path} is not valid TOML: {exc}") from None
+    parent_name = doc.pop("extends", None)
+    if parent_name is None:
+        return doc
+    if not isinstance(parent_name, str) or not parent_name:
+        raise ValueError(f"{path}: extends must be the path of another training config, got {parent_name!r}")
+    from .data import config_path
+
+    parent_path = config_path(parent_name, path.parent)
+    chain = (*_seen, path.resolve())
+    if parent_path.resolve() in chain:
+        names = " -> ".join(p.name for p in (*chain, parent_path))
+        raise ValueError(f"training configs extend each other in a loop: {names}")
+    if not parent_path.is_file():
+        raise FileNotFoundError(f"{path} extends {parent_name!r}, but {parent_path} does not exist")
+    base = _rebase_paths(read_config_doc(parent_path, chain), parent_path.parent, path.parent)
+    for key, value in doc.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return base
+
+
+def _rebase_paths(doc: dict, src: Path, dest: Path) -> dict:
+    """`doc`'s relative paths, written in folder `src`, made to read the same from folder `dest`."""
+    if src.resolve() == dest.resolve():
+        return doc
+
+    def fix(value):
+        if not isinstance(value, str) or Path(value).expanduser().is_absolute():
+            return value
+        return str((src / value).resolve())
+
+    doc = dict(doc)
+    for section, keys in _PATH_KEYS.items():
+        if isinstance(doc.get(section), dict):
+            doc[section] = {k: fix(v) if k in keys else v for k, v in doc[section].items()}
+    if isinstance(doc.get("data"), list):
+        doc["data"] = [{k: fix(v) if k in _DATA_PATH_KEYS else v for k, v in d.items()} if isinstance(d, dict) else d
+                       for d in doc["data"]]
+    return doc
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:

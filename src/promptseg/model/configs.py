@@ -84,9 +84,10 @@ class TinyConfig:
     draw_prompts: bool = True
     # Everything-mode thresholds for these weights, chosen by scripts/choose_everything_thresholds.py
     # (best F1 of kept masks against annotated ones, on synthetic training scenes and BSDS500
-    # training photos): its IoU head predicts low values and its logits are small, so both
-    # thresholds sit far below SAM's 0.88 / 0.95.
-    generator_defaults: tuple[tuple[str, float], ...] = (("pred_iou_thresh", 0.45), ("stability_score_thresh", 0.5))
+    # training photos): its IoU head predicts low values and its logits are small, so the IoU
+    # threshold sits far below SAM's 0.88, and a stability filter at SAM's offset cost more found
+    # objects than it removed wrong masks: not used.
+    generator_defaults: tuple[tuple[str, float], ...] = (("pred_iou_thresh", 0.45), ("stability_score_thresh", 0.0))
 
     def build(self) -> Sam:
         encoder = TinyEncoder(

@@ -248,18 +248,14 @@ def test_a_config_extends_another_key_by_key_with_its_paths_read_from_where_they
     loop_b.write_text('extends = "a.toml"\n')
     with pytest.raises(ValueError, match="extend each other in a loop: a.toml -> b.toml -> a.toml"):
         TrainConfig.from_file(loop_a)
-    orphan = tmp_path / "orphan.toml"
-    orphan.write_text('extends = "gone.toml"\n')
-    with pytest.raises(FileNotFoundError, match="extends 'gone.toml'"):
-        TrainConfig.from_file(orphan)
-    bad = tmp_path / "bad.toml"
-    bad.write_text("extends = 3\n")
-    with pytest.raises(ValueError, match="extends must be the path of another training config"):
-        TrainConfig.from_file(bad)
-    typo = tmp_path / "typo.toml"
-    typo.write_text('extends = "base.toml"\n[train]\nstepz = 1\n')
-    with pytest.raises(ValueError, match="unknown training config keys: stepz"):
-        TrainConfig.from_file(typo)
+    for name, text, error, message in [
+        ("orphan", 'extends = "gone.toml"\n', FileNotFoundError, "extends 'gone.toml'"),
+        ("bad", "extends = 3\n", ValueError, "extends must be the path of another training config"),
+        ("typo", 'extends = "base.toml"\n[train]\nstepz = 1\n', ValueError, "unknown training config keys: stepz"),
+    ]:
+        (tmp_path / f"{name}.toml").write_text(text)
+        with pytest.raises(error, match=message):
+            TrainConfig.from_file(tmp_path / f"{name}.toml")
     # and the CLI trains from an extending config, writing where the child says
     real = tmp_path / "real.toml"
     real.write_text(

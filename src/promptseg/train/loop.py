@@ -138,11 +138,10 @@ def _rebase_paths(doc: dict, src: Path, dest: Path) -> dict:
     """`doc`'s relative paths, written in folder `src`, made to read the same from folder `dest`."""
     if src.resolve() == dest.resolve():
         return doc
+    from .data import config_path
 
     def fix(value):
-        if not isinstance(value, str) or Path(value).expanduser().is_absolute():
-            return value
-        return str((src / value).resolve())
+        return str(config_path(value, src).resolve()) if isinstance(value, str) else value
 
     doc = dict(doc)
     for section, keys in _PATH_KEYS.items():

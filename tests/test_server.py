@@ -108,6 +108,21 @@ def test_refinement_handle_png_and_box(client, coffee_id, predictor):
     assert res.json()["scores"] == pytest.approx(scores.tolist(), rel=1e-5)
 
 
+def test_segment_refined_with_grabcut(client, coffee_id, predictor):
+    from promptseg import read_image
+    from promptseg.refine import refine_mask
+
+    req = {"box": [150, 20, 470, 330], "multimask_output": False, "mask_format": "rle", "refine": "grabcut"}
+    res = client.post(f"/v1/images/{coffee_id}/segment", json=req)
+    assert res.status_code == 200, res.text
+    logits, scores, _ = predictor.predict(box=np.array(req["box"]), multimask_output=False, return_logits=True)
+    want = refine_mask("grabcut", read_image(COFFEE), logits[0], box=np.array(req["box"]))
+    got = rle_to_mask(res.json()["masks"][0])
+    assert (got == want).all() and not (got == (logits[0] > 0)).all()
+    assert res.json()["areas"] == [int(want.sum())]
+    assert res.json()["scores"] == pytest.approx(scores.tolist(), rel=1e-5)  # the model's, as without refining
+
+
 def test_everything_and_embedding(client, coffee_id, predictor):
     res = client.post(f"/v1/images/{coffee_id}/everything",
                       json={"points_per_side": 8, "pred_iou_thresh": 0.0, "mask_format": "rle"})
@@ -138,6 +153,7 @@ BAD_SEGMENTS = [
     ({"point_coords": [[1, 1]] * 65, "point_labels": [1] * 65}, 422, "point_coords"),
     ({"box": [1, 2, 3]}, 422, "box"),
     ({"point_coords": [[10, 10]], "point_labels": [1], "mask_format": "gif"}, 422, "mask_format"),
+    ({"point_coords": [[10, 10]], "point_labels": [1], "refine": "crf"}, 422, "refine"),
 ]
 
 

@@ -205,6 +205,18 @@ def test_decoding_in_the_browser(browser, web_runtime, tmp_path):
         page.uncheck("#local")
         page.wait_for_function("() => document.getElementById('view').dataset.masks === '3'", timeout=60000)
         assert page.evaluate("() => document.getElementById('view').dataset.decoder") == "server"
+
+        # "Refine edges" asks the server (which has the image) even while the page decodes
+        page.check("#local")
+        page.wait_for_function("() => document.getElementById('view').dataset.masks === '4'", timeout=60000)
+        page.check("#refine")
+        page.wait_for_function("() => document.getElementById('view').dataset.masks === '5'", timeout=60000)
+        assert page.evaluate("() => document.getElementById('view').dataset.decoder") == "server"
+        refined = download_mask(page, tmp_path, "refined.png")
+        expected, _ = server_mask(url, image_id, {"box": [float(v) for v in drawn.split(",")],
+                                                  "multimask_output": False, "refine": "grabcut"})
+        assert (refined == expected).all() and (refined != local).any()
+        page.screenshot(path=str(SHOTS / "5_refined_edges.png"))
         assert not errors, errors
         page.close()
 

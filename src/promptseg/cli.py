@@ -85,6 +85,16 @@ def resolve_model(model: str | None, checkpoint: Path | None):
     return build_model(model, checkpoint=weights)
 
 
+REFINE_HELP = "Refine the model's answer with the image: grabcut (OpenCV GrabCut seeded by the model and the prompts)."
+
+
+def _check_refine(refine: str | None) -> None:
+    from .refine import REFINERS
+
+    if refine is not None and refine not in REFINERS:
+        raise UserError(f"--refine {refine!r}: use one of {', '.join(REFINERS)}")
+
+
 BACKENDS = ("torch", "onnx", "onnx-int8")
 BACKEND_HELP = "torch, or onnx / onnx-int8 (ONNX Runtime; files from --onnx-dir, else exported once into the cache)."
 
@@ -136,6 +146,7 @@ def segment(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (files, scores, areas) on stdout."),
     backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
     onnx_dir: Path | None = typer.Option(None, "--onnx-dir", help="Folder written by `promptseg export`."),
+    refine: str | None = typer.Option(None, "--refine", help=REFINE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Segment IMAGE from point and/or box prompts and write the mask as a PNG."""
@@ -154,6 +165,7 @@ def segment(
         labels = np.array([int(p[2]) if len(p) == 3 else 1 for p in points]) if points else None
         box_arr = np.array(box_values) if box_values else None
         check_prompts(rgb.shape[:2], coords, labels, box_arr)  # fail before the slow part
+        _check_refine(refine)
         with _status("loading model", quiet):
             predictor = resolve_predictor(backend, model, checkpoint, onnx_dir)
         t0 = time.perf_counter()
@@ -163,8 +175,18 @@ def segment(
         # One click is ambiguous: ask for three candidates and keep the best, as SAM's demo does.
         ambiguous = len(points) == 1 and box_arr is None
         t0 = time.perf_counter()
-        masks, scores, _ = predictor.predict(coords, labels, box_arr, multimask_output=multimask or ambiguous)
+        logits, scores, _ = predictor.predict(coords, labels, box_arr, multimask_output=multimask or ambiguous,
+                                              return_logits=True)
         t_prompt = time.perf_counter() - t0
+        if refine is None:
+            masks = logits > predictor.mask_threshold
+        else:
+            from .refine import refine_mask
+
+            t0 = time.perf_counter()
+            with _status(f"refining with {refine}", quiet):
+                masks = np.stack([refine_mask(refine, rgb, lg, coords, labels, box_arr) for lg in logits])
+            t_refine = time.perf_counter() - t0
     except (UserError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
         return
@@ -189,8 +211,11 @@ def segment(
         "masks": written,
         "best": 0 if not multimask else best,
         "overlay": str(overlay_path) if overlay_path else None,
+        "refine": refine,
         "seconds": {"embed": round(t_embed, 3), "prompt": round(t_prompt, 4)},
     }
+    if refine is not None:
+        summary["seconds"]["refine"] = round(t_refine, 3)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     elif not quiet:
@@ -585,6 +610,7 @@ def evaluate_cmd(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the full report as JSON."),
     pictures: Path | None = typer.Option(None, "--pictures", help="Draw examples (prompts, masks) into this PNG."),
     examples: int = typer.Option(2, "--examples", min=0, help="Examples per dataset in the picture."),
+    refine: str | None = typer.Option(None, "--refine", help=REFINE_HELP + " Scored as its own row, beside the model alone."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Score a model with the field's protocols (1-click, box, NoC@85/90) beside classical baselines."""
@@ -600,6 +626,7 @@ def evaluate_cmd(
         names = {b.strip() for b in baselines.split(",") if b.strip()} - {"none"}
         if names - {"grabcut", "random-walker"}:
             raise UserError(f"--baselines {baselines!r}: use grabcut, random-walker or none")
+        _check_refine(refine)
         datasets = [
             (name, insts[::every]) for path in data for name, insts in load_dataset(path, per_image=per_image)
         ]
@@ -611,6 +638,9 @@ def evaluate_cmd(
         _fail(str(exc))
         return
     methods = [SamMethod(Predictor(sam), name=f"promptseg {sam.model_type}")]
+    if refine is not None:
+        plain = methods[0]
+        methods.append(SamMethod(plain.predictor, name=f"{plain.name} + {refine}", refine=refine, embedded_by=plain))
     if "grabcut" in names:
         methods.append(GrabCutMethod())
     if "random-walker" in names:
@@ -622,6 +652,7 @@ def evaluate_cmd(
     source = str(checkpoint) if checkpoint else ("bundled" if model in (None, "tiny") else "cached official weights")
     report["model"] = {"type": sam.model_type, "checkpoint": source}
     report["protocols"] = sorted(chosen)
+    report["refine"] = refine
     report["errors"] = errors
     typer.echo(table(report))
     if output is not None:

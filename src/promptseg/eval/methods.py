@@ -10,33 +10,53 @@ from .protocols import Method
 
 class SamMethod(Method):
     """A SAM model: multimask output for the first click (top score kept, all three for the
-    oracle), then one mask per answer with the previous low-res logits as mask input."""
+    oracle), then one mask per answer with the previous low-res logits as mask input. With
+    `refine` (one of promptseg.refine.REFINERS), each answer kept is refined with the image and
+    its prompts; the oracle then scores the refined top answer only."""
 
-    def __init__(self, predictor, name: str = "promptseg", mask_input: bool = True) -> None:
+    def __init__(self, predictor, name: str = "promptseg", mask_input: bool = True, refine: str | None = None,
+                 embedded_by: SamMethod | None = None) -> None:
         self.predictor = predictor
         self.name = name
         self.mask_input = mask_input
+        self.refine = refine
+        self.embedded_by = embedded_by  # a method on the same predictor that embeds each image first
+        self.image = None
         self._logits = None
 
     def set_image(self, image: np.ndarray) -> None:
-        self.predictor.set_image(image)
+        if self.embedded_by is None or self.embedded_by.image is not image:
+            self.predictor.set_image(image)
+        self.image = image
         self._logits = None
+
+    def _refined(self, logits, points=None, labels=None, box=None) -> np.ndarray:
+        from ..refine import refine_mask
+
+        return refine_mask(self.refine, self.image, logits, points, labels, box)
 
     def clicks(self, points, labels):
         first = len(points) == 1
-        masks, scores, logits = self.predictor.predict(
+        logits, scores, low_res = self.predictor.predict(
             point_coords=points,
             point_labels=labels,
             mask_input=None if first or not self.mask_input else self._logits,
             multimask_output=first,
+            return_logits=True,
         )
         k = int(np.argmax(scores))
-        self._logits = logits[k : k + 1]
+        self._logits = low_res[k : k + 1]
+        if self.refine is not None:
+            mask = self._refined(logits[k], points, labels)
+            return mask, [mask] if first else []
+        masks = logits > self.predictor.mask_threshold
         return masks[k], list(masks) if first else []
 
     def box(self, box):
-        masks, _, _ = self.predictor.predict(box=box, multimask_output=False)
-        return masks[0]
+        logits, _, _ = self.predictor.predict(box=box, multimask_output=False, return_logits=True)
+        if self.refine is not None:
+            return self._refined(logits[0], box=box)
+        return logits[0] > self.predictor.mask_threshold
 
 
 class GrabCutMethod(Method):

@@ -34,6 +34,7 @@ from ..everything import MaskGenerator, generator_defaults
 from ..io import SAMPLES, read_image, sample_image_path
 from ..model import Sam
 from ..predictor import ImageState, Predictor
+from ..refine import REFINERS, refine_mask
 
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 MAX_POINTS = 64
@@ -95,6 +96,8 @@ class SegmentRequest(BaseModel):
     mask_input: str | None = Field(None, pattern=r"^[0-9a-f]{32}$", description="a `logits` handle of an earlier answer")
     multimask_output: bool = True
     mask_format: Literal["coco_rle", "rle", "png"] = "coco_rle"
+    refine: Literal[REFINERS] | None = Field(None, description="refine each mask with the image (GrabCut seeded by "
+                                              "the answer and the prompts); scores stay the model's")
 
 
 class EverythingRequest(BaseModel):
@@ -300,9 +303,13 @@ def create_app(model: Sam, settings: ServerSettings | None = None) -> FastAPI:
         def work():
             predictor.image_state = entry.state
             t0 = time.perf_counter()
-            out = predictor.predict(coords, labels, box, None if mask_input is None else mask_input[None],
-                                    multimask_output=req.multimask_output)
-            return out, time.perf_counter() - t0
+            logits, scores, low_res = predictor.predict(coords, labels, box, None if mask_input is None else mask_input[None],
+                                                        multimask_output=req.multimask_output, return_logits=True)
+            if req.refine is None:
+                masks = logits > predictor.mask_threshold
+            else:
+                masks = [refine_mask(req.refine, entry.image, lg, coords, labels, box) for lg in logits]
+            return (masks, scores, low_res), time.perf_counter() - t0
 
         try:
             (masks, scores, low_res), seconds = await run(work)

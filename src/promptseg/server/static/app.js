@@ -103,6 +103,7 @@ api("/v1/models").then(([info]) => {
   $("local").checked = LOCAL.available;
 });
 $("local").addEventListener("change", () => { if (S.points.length || S.box) update(); });
+$("refine").addEventListener("change", () => { if (S.points.length || S.box) update(); });
 api("/v1/samples").then((names) => {
   for (const n of names) $("sample").add(new Option(n, n));
 });
@@ -115,13 +116,14 @@ function prompts() {
     body.point_labels = S.points.map((p) => p.label);
   }
   if (S.box) body.box = S.box;
+  if ($("refine").checked) body.refine = "grabcut";  // done on the server, which has the image
   // Like SAM's own demo, every answer comes from the prompts alone (no previous logits as
   // mask input): undo and candidate switching then always mean the same thing.
   return body;
 }
 
 async function segment(body) {
-  if (localOn()) return localSegment(body);
+  if (localOn() && !body.refine) return localSegment(body);
   const res = await api(`/v1/images/${S.id}/segment`, {
     method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
   });

@@ -1,5 +1,6 @@
 """Speed of the default `tiny` model on this machine, beside the reference ViT-B in the same run:
-image encoder per image, one prompt, and everything mode end to end on a 1500x1000 photo.
+image encoder per image, one prompt (also with the optional GrabCut refinement, which has no
+counterpart in the reference), and everything mode end to end on a 1500x1000 photo.
 
     .venv/bin/python benchmarks/bench_tiny.py [--repeat 10] [--everything-repeat 3] [--json out.json]
 
@@ -23,6 +24,7 @@ from PIL import Image
 
 from promptseg import MaskGenerator, Predictor, build_model, read_image, sample_image_path
 from promptseg.checkpoints import default_checkpoint
+from promptseg.refine import refine_mask
 from promptseg.runtime import tune_allocator
 
 
@@ -63,6 +65,12 @@ def main() -> None:
     prompt_ours = timed(lambda: ours.predict(click, label), 30)
     theirs.predict(click, label)
     prompt_ref = timed(lambda: theirs.predict(click, label), 30)
+
+    def refined_click():
+        logits, scores, _ = ours.predict(click, label, return_logits=True)
+        refine_mask("grabcut", image, logits[int(np.argmax(scores))], click, label)
+
+    prompt_refined = timed(refined_click, max(3, args.repeat))
     gen = MaskGenerator(tiny)
     counts = []
     everything = timed(lambda: counts.append(len(gen.generate(image))), args.everything_repeat)
@@ -70,6 +78,7 @@ def main() -> None:
         "ours_tiny": {
             "encoder_ms": 1000 * statistics.median(enc_ours),
             "prompt_ms": 1000 * statistics.median(prompt_ours),
+            "prompt_refined_ms": 1000 * statistics.median(prompt_refined),
             "everything_s": statistics.median(everything),
             "everything_masks": counts[-1],
         },
@@ -86,6 +95,8 @@ def main() -> None:
           f"({r['encoder_ms'] / o['encoder_ms']:.0f}x)")
     print(f"one click: tiny {o['prompt_ms']:.1f} ms, reference ViT-B {r['prompt_ms']:.1f} ms "
           f"({r['prompt_ms'] / o['prompt_ms']:.1f}x)")
+    print(f"one click with --refine grabcut: tiny {o['prompt_refined_ms']:.0f} ms "
+          f"({o['prompt_refined_ms'] / r['prompt_ms']:.1f}x the reference's unrefined click)")
     line = f"everything mode (32x32 points, defaults): tiny {o['everything_s']:.1f} s ({o['everything_masks']} masks)"
     if "everything_s" in r:
         line += f", reference ViT-B {r['everything_s']:.1f} s ({r['everything_s'] / o['everything_s']:.1f}x)"

@@ -47,6 +47,9 @@ def test_refinement_snaps_a_coarse_answer_to_the_object(scene):
     assert iou(with_click, gt) > 0.94
     assert np.array_equal(grabcut_refine(img, logits, box=box), with_box)  # same input, same answer
     assert np.array_equal(refine_mask("grabcut", img, logits, box=box), with_box)
+    import promptseg
+
+    assert promptseg.refine_mask is refine_mask
 
 
 def test_clicks_are_hard_constraints_and_a_bool_answer_is_a_first_guess(scene):

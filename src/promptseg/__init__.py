@@ -15,6 +15,7 @@ _WHERE = {
     "download": "checkpoints",
     "load_state_dict": "checkpoints",
     "read_image": "io",
+    "refine_mask": "refine",
     "sample_image_path": "io",
 }
 

@@ -60,7 +60,8 @@ class SamMethod(Method):
 
 
 class GrabCutMethod(Method):
-    """OpenCV GrabCut initialised from the box (5 iterations)."""
+    """OpenCV GrabCut initialised from the box (5 iterations), with OpenCV's RNG seeded before
+    each call (its colour models start from k-means) so that a run can be repeated."""
 
     name = "grabcut"
     supports_clicks = False
@@ -79,6 +80,7 @@ class GrabCutMethod(Method):
         rect = (x0, y0, max(1, x1 - x0 + 1), max(1, y1 - y0 + 1))
         mask = np.zeros((h, w), np.uint8)
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        cv2.setRNGSeed(0)
         try:
             cv2.grabCut(self.bgr, mask, rect, bgd, fgd, self.iterations, cv2.GC_INIT_WITH_RECT)
         except cv2.error:  # degenerate box (e.g. the whole image): fall back to the box itself

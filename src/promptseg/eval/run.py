@@ -63,12 +63,13 @@ def evaluate(datasets: list[tuple[str, list[Instance]]], methods: list[Method], 
 
 def table(report: dict) -> str:
     """A plain-text table: one row per dataset and method, then the overall rows."""
-    header = f"{'dataset':<18} {'method':<16} {'n':>5} " + " ".join(f"{c[1]:>14}" for c in COLUMNS)
+    width = max([16, *(len(m) for m in report["overall"])])
+    header = f"{'dataset':<18} {'method':<{width}} {'n':>5} " + " ".join(f"{c[1]:>14}" for c in COLUMNS)
     lines = [header, "-" * len(header)]
 
     def row(ds: str, method: str, s: dict) -> str:
         cells = " ".join(f"{(c[2].format(s[c[0]]) if c[0] in s else '-'):>14}" for c in COLUMNS)
-        return f"{ds:<18} {method:<16} {s['instances']:>5} {cells}"
+        return f"{ds:<18} {method:<{width}} {s['instances']:>5} {cells}"
 
     for ds, by_method in report["datasets"].items():
         for m, v in by_method.items():

@@ -178,15 +178,12 @@ def segment(
         logits, scores, _ = predictor.predict(coords, labels, box_arr, multimask_output=multimask or ambiguous,
                                               return_logits=True)
         t_prompt = time.perf_counter() - t0
-        if refine is None:
-            masks = logits > predictor.mask_threshold
-        else:
-            from .refine import refine_mask
+        from .refine import answer_masks
 
-            t0 = time.perf_counter()
-            with _status(f"refining with {refine}", quiet):
-                masks = np.stack([refine_mask(refine, rgb, lg, coords, labels, box_arr) for lg in logits])
-            t_refine = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with _status(f"refining with {refine}", quiet or refine is None):
+            masks = answer_masks(logits, predictor.mask_threshold, refine, rgb, coords, labels, box_arr)
+        t_refine = time.perf_counter() - t0
     except (UserError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
         return

@@ -23,10 +23,6 @@ from .prompts import check_prompts
 REFINERS = ("grabcut",)
 
 
-def _working_scale(size: tuple[int, int], max_side: int) -> float:
-    return min(1.0, max_side / max(size))
-
-
 def grabcut_refine(
     image: ImageLike,
     logits: np.ndarray,
@@ -42,8 +38,9 @@ def grabcut_refine(
 ) -> np.ndarray:
     """A refined bool mask (H, W) from the model's full-size logits (H, W) for `image`, e.g.
     `predict(..., return_logits=True)[0][k]`; a bool mask is taken as a first guess with no
-    confident part. Prompts are the ones the answer was asked with, in the image's pixel
-    frame. GrabCut runs on the image scaled to at most `max_side` pixels."""
+    confident part; the answer itself is logits > 0 (SAM's mask threshold). Prompts are the ones
+    the answer was asked with, in the image's pixel frame. GrabCut runs on the image scaled to at
+    most `max_side` pixels."""
     rgb = read_image(image)
     size = rgb.shape[:2]
     logits = np.asarray(logits)
@@ -71,7 +68,7 @@ def grabcut_refine(
         coords, labels = (coords[0], labels[0]) if coords is not None else (None, None)
         boxes = boxes[0] if boxes is not None else None
 
-    s = _working_scale(size, max_side)
+    s = min(1.0, max_side / max(size))
     if s < 1.0:
         small = (max(1, round(size[1] * s)), max(1, round(size[0] * s)))
         work_rgb = cv2.resize(rgb, small, interpolation=cv2.INTER_AREA)
@@ -131,3 +128,12 @@ def refine_mask(method: str, image: ImageLike, logits: np.ndarray, point_coords=
     if method not in REFINERS:
         raise ValueError(f"unknown refinement {method!r}; choose one of {', '.join(REFINERS)}")
     return grabcut_refine(image, logits, point_coords, point_labels, box)
+
+
+def answer_masks(logits: np.ndarray, threshold: float, refine: str | None = None, image: ImageLike | None = None,
+                 point_coords=None, point_labels=None, box=None) -> np.ndarray:
+    """Masks (C, H, W) from full-size logits (C, H, W) of one prompt: thresholded, or each
+    refined by `refine` with the image and the prompts."""
+    if refine is None:
+        return logits > threshold
+    return np.stack([refine_mask(refine, image, lg, point_coords, point_labels, box) for lg in logits])

@@ -34,7 +34,7 @@ from ..everything import MaskGenerator, generator_defaults
 from ..io import SAMPLES, read_image, sample_image_path
 from ..model import Sam
 from ..predictor import ImageState, Predictor
-from ..refine import REFINERS, refine_mask
+from ..refine import REFINERS, answer_masks
 
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 MAX_POINTS = 64
@@ -305,10 +305,7 @@ def create_app(model: Sam, settings: ServerSettings | None = None) -> FastAPI:
             t0 = time.perf_counter()
             logits, scores, low_res = predictor.predict(coords, labels, box, None if mask_input is None else mask_input[None],
                                                         multimask_output=req.multimask_output, return_logits=True)
-            if req.refine is None:
-                masks = logits > predictor.mask_threshold
-            else:
-                masks = [refine_mask(req.refine, entry.image, lg, coords, labels, box) for lg in logits]
+            masks = answer_masks(logits, predictor.mask_threshold, req.refine, entry.image, coords, labels, box)
             return (masks, scores, low_res), time.perf_counter() - t0
 
         try:

@@ -256,6 +256,13 @@ def test_cli_export_and_onnx_backend(tmp_path, photo):
         masks[backend] = np.asarray(Image.open(target)) > 0
     assert agreement(masks["onnx"], masks["torch"]) >= 0.999
     assert _mask_iou(masks["onnx-int8"], masks["onnx"]) >= 0.9
+    for backend in ("torch", "onnx"):  # refinement works on either predictor's logits
+        out = run_cli("segment", image, "--point", "300,200", "--backend", backend, "--onnx-dir", tmp_path / "onnx",
+                      "--refine", "grabcut", "-o", tmp_path / f"{backend}_refined.png", "--json")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["refine"] == "grabcut"
+    refined = {b: np.asarray(Image.open(tmp_path / f"{b}_refined.png")) > 0 for b in ("torch", "onnx")}
+    assert agreement(refined["onnx"], refined["torch"]) >= 0.99 and refined["onnx"].any()
 
     ev = run_cli("everything", image, "-o", tmp_path / "ev", "--backend", "onnx", "--onnx-dir", tmp_path / "onnx",
                  "--points-per-side", "8", "--pred-iou-thresh", "0", "--no-overlay")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..refine import answer_masks
 from .protocols import Method
 
 
@@ -30,11 +31,6 @@ class SamMethod(Method):
         self.image = image
         self._logits = None
 
-    def _refined(self, logits, points=None, labels=None, box=None) -> np.ndarray:
-        from ..refine import refine_mask
-
-        return refine_mask(self.refine, self.image, logits, points, labels, box)
-
     def clicks(self, points, labels):
         first = len(points) == 1
         logits, scores, low_res = self.predictor.predict(
@@ -46,17 +42,15 @@ class SamMethod(Method):
         )
         k = int(np.argmax(scores))
         self._logits = low_res[k : k + 1]
-        if self.refine is not None:
-            mask = self._refined(logits[k], points, labels)
-            return mask, [mask] if first else []
-        masks = logits > self.predictor.mask_threshold
-        return masks[k], list(masks) if first else []
+        if self.refine is not None:  # only the answer kept is refined
+            logits = logits[k : k + 1]
+        masks = answer_masks(logits, self.predictor.mask_threshold, self.refine, self.image, points, labels)
+        mask = masks[0] if self.refine is not None else masks[k]
+        return mask, list(masks) if first else []
 
     def box(self, box):
         logits, _, _ = self.predictor.predict(box=box, multimask_output=False, return_logits=True)
-        if self.refine is not None:
-            return self._refined(logits[0], box=box)
-        return logits[0] > self.predictor.mask_threshold
+        return answer_masks(logits, self.predictor.mask_threshold, self.refine, self.image, box=box)[0]
 
 
 class GrabCutMethod(Method):

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from promptseg.eval.datasets import load_dataset
-from promptseg.eval.methods import GrabCutMethod, RandomWalkerMethod
+from promptseg.eval.methods import GrabCutClicksMethod, GrabCutMethod, RandomWalkerMethod
 from promptseg.eval.protocols import (
     MAX_CLICKS,
     Instance,
@@ -122,6 +122,10 @@ def test_classical_baselines_segment_a_clear_object():
     rw = RandomWalkerMethod()
     rw.set_image(img)
     assert evaluate_instance(rw, inst, {"click"})["click1"] > 0.9
+    gcc = GrabCutClicksMethod()
+    gcc.set_image(img)
+    scores = evaluate_instance(gcc, inst, {"click", "noc"})
+    assert scores["click1"] > 0.9 and scores["noc90"] == 1 and "box" not in evaluate_instance(gcc, inst, {"box"})
 
 
 def test_datasets_load_from_mask_folders_and_sa1b(tmp_path):
@@ -158,6 +162,8 @@ def test_eval_cli_errors(tmp_path):
     assert out.returncode == 1 and "does not exist" in out.stderr and "Traceback" not in out.stderr
     out = run("eval", tmp_path, "--protocols", "clicks")
     assert out.returncode == 1 and "--protocols" in out.stderr
+    out = run("eval", tmp_path, "--baselines", "grabcut-click")
+    assert out.returncode == 1 and "grabcut-clicks" in out.stderr and "Traceback" not in out.stderr
     data = _scene_folder(tmp_path / "b", n=1)
     (data / "images" / "s0.jpg").write_bytes(b"not an image")
     out = run("eval", data, "--baselines", "none", "--quiet")

@@ -99,7 +99,7 @@ def test_segment_cli_refines_the_mask_of_a_real_photo(tmp_path):
 
 def test_eval_cli_scores_the_refined_model_beside_the_model_alone(tmp_path):
     data = _scene_folder(tmp_path / "bench", n=6)
-    out = run("eval", data, "--refine", "grabcut", "--protocols", "box,click", "--baselines", "grabcut",
+    out = run("eval", data, "--refine", "grabcut", "--protocols", "box,click", "--baselines", "grabcut,grabcut-clicks",
               "-o", tmp_path / "r.json", "--quiet")
     assert out.returncode == 0, out.stderr
     report = json.loads((tmp_path / "r.json").read_text())
@@ -109,3 +109,5 @@ def test_eval_cli_scores_the_refined_model_beside_the_model_alone(tmp_path):
     assert refined["box"] > plain["box"] + 0.03  # sharper boundaries on these scenes
     assert refined["click1_oracle"] == refined["click1"]  # the refined top answer only
     assert "promptseg tiny + grabcut" in out.stdout
+    clicks_only = report["overall"]["grabcut_clicks"]  # the ablation: GrabCut from the clicks, no model
+    assert clicks_only["instances"] == 6 and 0 <= clicks_only["click1"] <= 1 and "box" not in clicks_only

@@ -600,7 +600,9 @@ def evaluate_cmd(
     checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file to evaluate."),
     protocols: str = typer.Option("box,click,noc", "--protocols", help="Any of box, click, noc."),
     baselines: str = typer.Option("grabcut,random-walker", "--baselines",
-                                  help="Classical baselines on the same instances: grabcut, random-walker, or none."),
+                                  help="Classical baselines on the same instances: grabcut, random-walker, "
+                                  "grabcut-clicks (GrabCut seeded by the clicks alone, as --refine grabcut "
+                                  "without the model), or none."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="At most this many instances per dataset."),
     every: int = typer.Option(1, "--every", min=1, help="Score every Nth instance (a uniform subset)."),
     per_image: int = typer.Option(5, "--per-image", min=1, help="SA-1B/COCO: masks scored per image."),
@@ -612,7 +614,7 @@ def evaluate_cmd(
 ) -> None:
     """Score a model with the field's protocols (1-click, box, NoC@85/90) beside classical baselines."""
     from .eval.datasets import load_dataset
-    from .eval.methods import GrabCutMethod, RandomWalkerMethod, SamMethod
+    from .eval.methods import GrabCutClicksMethod, GrabCutMethod, RandomWalkerMethod, SamMethod
     from .eval.run import draw_examples, evaluate, table
     from .predictor import Predictor
 
@@ -621,8 +623,8 @@ def evaluate_cmd(
         if not chosen or chosen - {"box", "click", "noc"}:
             raise UserError(f"--protocols {protocols!r}: use any of box, click, noc")
         names = {b.strip() for b in baselines.split(",") if b.strip()} - {"none"}
-        if names - {"grabcut", "random-walker"}:
-            raise UserError(f"--baselines {baselines!r}: use grabcut, random-walker or none")
+        if names - {"grabcut", "random-walker", "grabcut-clicks"}:
+            raise UserError(f"--baselines {baselines!r}: use grabcut, random-walker, grabcut-clicks or none")
         _check_refine(refine)
         datasets = [
             (name, insts[::every]) for path in data for name, insts in load_dataset(path, per_image=per_image)
@@ -642,6 +644,8 @@ def evaluate_cmd(
         methods.append(GrabCutMethod())
     if "random-walker" in names:
         methods.append(RandomWalkerMethod())
+    if "grabcut-clicks" in names:
+        methods.append(GrabCutClicksMethod())
     errors: list[str] = []
     total = sum(len(i) for _, i in datasets)
     with _bar(total, "evaluating", quiet) as advance:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..refine import answer_masks
+from ..refine import answer_masks, grabcut_refine
 from .protocols import Method
 
 
@@ -122,4 +122,27 @@ class RandomWalkerMethod(Method):
                              return_full_prob=True, tol=1e-3)[0]
         prob = cv2.resize(prob.astype(np.float32), (self.size[1], self.size[0]), interpolation=cv2.INTER_LINEAR)
         mask = prob > 0.5
+        return mask, [mask]
+
+
+class GrabCutClicksMethod(Method):
+    """GrabCut seeded by the clicks alone: the refinement's GrabCut (`grabcut_refine`, same
+    settings) with no model answer, to tell what the model adds to `--refine grabcut`. Every
+    pixel starts as a probable-background guess (none fixed) except each foreground click's
+    disk, the whole image is the search region, and each click's disk is fixed to its label."""
+
+    name = "grabcut_clicks"
+    supports_box = False
+
+    def set_image(self, image: np.ndarray) -> None:
+        self.image = image
+
+    def clicks(self, points, labels):
+        h, w = self.image.shape[:2]
+        guess = np.full((h, w), -1.0, np.float32)  # no model: a probable-background guess everywhere
+        for (x, y), lab in zip(points, labels):
+            if lab == 1:
+                cv2.circle(guess, (int(x), int(y)), 5, 1.0, -1)
+        whole = np.array([0, 0, w - 1, h - 1], np.float32)
+        mask = grabcut_refine(self.image, guess, points, labels, whole)
         return mask, [mask]

@@ -264,6 +264,23 @@ def test_cli_export_and_onnx_backend(tmp_path, photo):
     refined = {b: np.asarray(Image.open(tmp_path / f"{b}_refined.png")) > 0 for b in ("torch", "onnx")}
     assert agreement(refined["onnx"], refined["torch"]) >= 0.99 and refined["onnx"].any()
 
+    from promptseg.train.synth import write_shard
+
+    list(write_shard(tmp_path / "scenes", 3, seed=1))  # eval scores either runtime on the same instances
+    scores = {}
+    for backend in ("torch", "onnx", "onnx-int8"):
+        out = run_cli("eval", tmp_path / "scenes", "--backend", backend, "--onnx-dir", tmp_path / "onnx",
+                      "--protocols", "box,click", "--baselines", "none", "-o", tmp_path / f"{backend}.json", "--quiet")
+        assert out.returncode == 0, out.stderr
+        report = json.loads((tmp_path / f"{backend}.json").read_text())
+        assert report["model"]["backend"] == backend
+        [(name, scores[backend])] = report["overall"].items()
+        assert name == "promptseg tiny" + ("" if backend == "torch" else f" {backend}")
+    assert scores["torch"]["instances"] == scores["onnx"]["instances"] >= 6
+    for key in ("box", "click1", "click1_oracle"):
+        assert abs(scores["onnx"][key] - scores["torch"][key]) < 0.005, (key, scores)
+        assert abs(scores["onnx-int8"][key] - scores["torch"][key]) < 0.05, (key, scores)
+
     ev = run_cli("everything", image, "-o", tmp_path / "ev", "--backend", "onnx", "--onnx-dir", tmp_path / "onnx",
                  "--points-per-side", "8", "--pred-iou-thresh", "0", "--no-overlay")
     assert ev.returncode == 0, ev.stderr
@@ -276,6 +293,7 @@ def test_cli_export_and_onnx_backend(tmp_path, photo):
     [
         (("segment", "IMG", "--point", "1,1", "--backend", "tpu"), "--backend must be one of"),
         (("segment", "IMG", "--point", "1,1", "--backend", "onnx", "--onnx-dir", "MISSING"), "promptseg export"),
+        (("eval", "OUT", "--backend", "tpu"), "--backend must be one of"),
         (("export", "-o", "OUT", "--quantize", "int4"), "--quantize must be int8"),
         (("export", "-o", "OUT", "--opset", "9"), "opset 9 is not supported"),
     ],

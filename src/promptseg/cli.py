@@ -99,11 +99,15 @@ BACKENDS = ("torch", "onnx", "onnx-int8")
 BACKEND_HELP = "torch, or onnx / onnx-int8 (ONNX Runtime; files from --onnx-dir, else exported once into the cache)."
 
 
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+
+
 def resolve_predictor(backend: str, model: str | None, checkpoint: Path | None, onnx_dir: Path | None):
     """A Predictor (torch) or an OnnxPredictor for the options. Without --onnx-dir, the model is
     exported once into the cache, under a key of its weights file (path, size, time)."""
-    if backend not in BACKENDS:
-        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    _check_backend(backend)
     if backend == "torch":
         from .predictor import Predictor
 
@@ -610,13 +614,14 @@ def evaluate_cmd(
     pictures: Path | None = typer.Option(None, "--pictures", help="Draw examples (prompts, masks) into this PNG."),
     examples: int = typer.Option(2, "--examples", min=0, help="Examples per dataset in the picture."),
     refine: str | None = typer.Option(None, "--refine", help=REFINE_HELP + " Scored as its own row, beside the model alone."),
+    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
+    onnx_dir: Path | None = typer.Option(None, "--onnx-dir", help="Folder written by `promptseg export`."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Score a model with the field's protocols (1-click, box, NoC@85/90) beside classical baselines."""
     from .eval.datasets import load_dataset
     from .eval.methods import GrabCutClicksMethod, GrabCutMethod, RandomWalkerMethod, SamMethod
     from .eval.run import draw_examples, evaluate, table
-    from .predictor import Predictor
 
     try:
         chosen = {p.strip() for p in protocols.split(",") if p.strip()}
@@ -626,17 +631,19 @@ def evaluate_cmd(
         if names - {"grabcut", "random-walker", "grabcut-clicks"}:
             raise UserError(f"--baselines {baselines!r}: use grabcut, random-walker, grabcut-clicks or none")
         _check_refine(refine)
+        _check_backend(backend)
         datasets = [
             (name, insts[::every]) for path in data for name, insts in load_dataset(path, per_image=per_image)
         ]
         if limit:
             datasets = [(name, insts[:limit]) for name, insts in datasets]
         with _status("loading model", quiet):
-            sam = resolve_model(model, checkpoint)
+            predictor = resolve_predictor(backend, model, checkpoint, onnx_dir)
     except (UserError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
         return
-    methods = [SamMethod(Predictor(sam), name=f"promptseg {sam.model_type}")]
+    model_type = predictor.model.model_type if backend == "torch" else predictor.model_type
+    methods = [SamMethod(predictor, name=f"promptseg {model_type}" + ("" if backend == "torch" else f" {backend}"))]
     if refine is not None:
         plain = methods[0]
         methods.append(SamMethod(plain.predictor, name=f"{plain.name} + {refine}", refine=refine, embedded_by=plain))
@@ -650,8 +657,8 @@ def evaluate_cmd(
     total = sum(len(i) for _, i in datasets)
     with _bar(total, "evaluating", quiet) as advance:
         report, shown = evaluate(datasets, methods, chosen, advance, keep=examples if pictures else 0, errors=errors)
-    source = str(checkpoint) if checkpoint else ("bundled" if model in (None, "tiny") else "cached official weights")
-    report["model"] = {"type": sam.model_type, "checkpoint": source}
+    source = str(onnx_dir or checkpoint or "") or ("bundled" if model in (None, "tiny") else "cached official weights")
+    report["model"] = {"type": model_type, "checkpoint": source, "backend": backend}
     report["protocols"] = sorted(chosen)
     report["refine"] = refine
     report["errors"] = errors

@@ -78,8 +78,8 @@ def held_out_rows(tiny):
 
 def test_quality_on_held_out_synthetic_scenes_does_not_regress(held_out_rows):
     # Guards against regressions of the shipped weights (measured: box 0.822, 1-click oracle 0.795
-    # on these 64 instances; stage 10: 0.824 and 0.772). The floors (box 0.90, 1 click 0.80) are not reached yet:
-    # see MODEL_CARD.md.
+    # on these 64 instances; stage 10: 0.824 and 0.772). The floors (box 0.90, 1 click
+    # 0.80) are not reached yet: see MODEL_CARD.md.
     s = summarise(held_out_rows)
     assert s["instances"] >= 40
     assert s["box"] >= 0.80, s

@@ -87,7 +87,7 @@ class TinyConfig:
     # training photos): its IoU head predicts low values and its logits are small, so the IoU
     # threshold sits far below SAM's 0.88, and a stability filter at SAM's offset cost more found
     # objects than it removed wrong masks: not used.
-    generator_defaults: tuple[tuple[str, float], ...] = (("pred_iou_thresh", 0.45), ("stability_score_thresh", 0.0))
+    generator_defaults: tuple[tuple[str, float], ...] = (("pred_iou_thresh", 0.5), ("stability_score_thresh", 0.0))
 
     def build(self) -> Sam:
         encoder = TinyEncoder(

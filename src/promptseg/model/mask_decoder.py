@@ -45,7 +45,7 @@ class Attention(nn.Module):
         wv = self.v_proj.weight.view(heads, d, -1)
         # Per-head products as einsums (one batched matmul over heads): a broadcast matmul
         # against the (heads, d, C) weights materialises B copies of them in the backward pass,
-        # which made training steps ~12 % slower. ONNX export keeps the MatMul form, which ONNX
+        # which cost ~15 % of a training step. ONNX export keeps the MatMul form, which ONNX
         # Runtime (web included) runs at least as fast as an Einsum.
         onnx = torch.onnx.is_in_onnx_export()
         q_in = q @ wk if onnx else torch.einsum("bhtd,hdc->bhtc", q, wk)  # queries in the raw key space

@@ -81,10 +81,8 @@ class Attention(nn.Module):
         w_out = self.out_proj.weight.view(-1, heads, d)  # (C, heads, d)
         # an einsum as in _few_queries; here the broadcast matmul's backward would materialise
         # a (B, T, heads, d, C) outer product
-        if torch.onnx.is_in_onnx_export():
-            values = vh[..., None, :] @ w_out.permute(1, 2, 0)
-        else:
-            values = torch.einsum("bthd,chd->bthc", vh, w_out)
+        onnx = torch.onnx.is_in_onnx_export()
+        values = vh[..., None, :] @ w_out.permute(1, 2, 0) if onnx else torch.einsum("bthd,chd->bthc", vh, w_out)
         values = values.reshape(b, t * heads, -1)  # (B, T*heads, C)
         return torch.baddbmm(self.out_proj.bias, probs, values)
 

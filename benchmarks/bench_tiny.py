@@ -1,6 +1,6 @@
 """Speed of the default `tiny` model on this machine, beside the reference ViT-B in the same run:
-image encoder per image, one prompt (also with the optional GrabCut refinement, which has no
-counterpart in the reference), and everything mode end to end on a 1500x1000 photo.
+image encoder per image, one prompt (also with the optional GrabCut and zoom refinements, which
+have no counterpart in the reference), and everything mode end to end on a 1500x1000 photo.
 
     .venv/bin/python benchmarks/bench_tiny.py [--repeat 10] [--everything-repeat 3] [--json out.json]
 
@@ -71,6 +71,13 @@ def main() -> None:
         refine_mask("grabcut", image, logits[int(np.argmax(scores))], click, label)
 
     prompt_refined = timed(refined_click, max(3, args.repeat))
+    small_box = np.array([600.0, 350.0, 800.0, 550.0])  # 200 px: the zoom embeds a 300 px crop
+
+    def zoomed_box():
+        logits, _, _ = ours.predict(box=small_box, multimask_output=False, return_logits=True)
+        refine_mask("zoom", image, logits[0], box=small_box, predictor=ours)
+
+    prompt_zoomed = timed(zoomed_box, max(3, args.repeat))
     gen = MaskGenerator(tiny)
     counts = []
     everything = timed(lambda: counts.append(len(gen.generate(image))), args.everything_repeat)
@@ -79,6 +86,7 @@ def main() -> None:
             "encoder_ms": 1000 * statistics.median(enc_ours),
             "prompt_ms": 1000 * statistics.median(prompt_ours),
             "prompt_refined_ms": 1000 * statistics.median(prompt_refined),
+            "prompt_zoomed_ms": 1000 * statistics.median(prompt_zoomed),
             "everything_s": statistics.median(everything),
             "everything_masks": counts[-1],
         },
@@ -97,6 +105,8 @@ def main() -> None:
           f"({r['prompt_ms'] / o['prompt_ms']:.1f}x)")
     print(f"one click with --refine grabcut: tiny {o['prompt_refined_ms']:.0f} ms "
           f"({o['prompt_refined_ms'] / r['prompt_ms']:.1f}x the reference's unrefined click)")
+    print(f"one 200 px box with --refine zoom: tiny {o['prompt_zoomed_ms']:.0f} ms "
+          f"({o['prompt_zoomed_ms'] / r['prompt_ms']:.2f}x the reference's unrefined click)")
     line = f"everything mode (32x32 points, defaults): tiny {o['everything_s']:.1f} s ({o['everything_masks']} masks)"
     if "everything_s" in r:
         line += f", reference ViT-B {r['everything_s']:.1f} s ({r['everything_s'] / o['everything_s']:.1f}x)"

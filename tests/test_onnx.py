@@ -98,6 +98,23 @@ def test_tiny_mask_input_refinement_and_mask_only_match(tiny_pair):
     _check_same(t, o, dict(mask_input=low[1:2]), True)
 
 
+def test_tiny_zoom_refinement_runs_on_either_predictor(tiny_pair, photo):
+    """The zoom refinement embeds a crop with whichever predictor gave the answer, and gives it
+    its image back."""
+    from promptseg.refine import zoom_refine
+
+    t, o = tiny_pair
+    h, w = t.original_size
+    box = np.array([w * 0.4, h * 0.35, w * 0.6, h * 0.6])
+    answers = {}
+    for name, pred in (("torch", t), ("onnx", o)):
+        logits, _, low = pred.predict(box=box, multimask_output=False, return_logits=True)
+        answers[name] = zoom_refine(pred, photo, logits[0], box=box) > 0
+        assert not np.array_equal(answers[name], logits[0] > 0)
+        assert np.array_equal(pred.predict(box=box, multimask_output=False)[0][0], logits[0] > 0)  # image restored
+    assert agreement(answers["onnx"], answers["torch"]) >= 0.99 and answers["onnx"].any()
+
+
 def test_vit_b_matches_torch(vit_b_onnx):
     t, o = vit_b_onnx
     assert_close_scaled(o.get_image_embedding(), t.get_image_embedding(), rtol=1e-3, atol=1e-3)

@@ -123,6 +123,22 @@ def test_segment_refined_with_grabcut(client, coffee_id, predictor):
     assert res.json()["scores"] == pytest.approx(scores.tolist(), rel=1e-5)  # the model's, as without refining
 
 
+def test_segment_refined_with_zoom(client, coffee_id, predictor):
+    from promptseg import read_image
+    from promptseg.refine import refine_mask
+
+    req = {"box": [220, 120, 380, 280], "multimask_output": False, "mask_format": "rle", "refine": "zoom"}
+    res = client.post(f"/v1/images/{coffee_id}/segment", json=req)
+    assert res.status_code == 200, res.text
+    logits, _, _ = predictor.predict(box=np.array(req["box"]), multimask_output=False, return_logits=True)
+    want = refine_mask("zoom", read_image(COFFEE), logits[0], box=np.array(req["box"]), predictor=predictor)
+    got = rle_to_mask(res.json()["masks"][0])
+    assert (got == want).all() and not (got == (logits[0] > 0)).all()
+    again = client.post(f"/v1/images/{coffee_id}/segment", json={**req, "refine": None})  # the server's image is back
+    plain = rle_to_mask(again.json()["masks"][0])
+    assert (plain == (logits[0] > 0)).all()
+
+
 def test_everything_and_embedding(client, coffee_id, predictor):
     res = client.post(f"/v1/images/{coffee_id}/everything",
                       json={"points_per_side": 8, "pred_iou_thresh": 0.0, "mask_format": "rle"})

@@ -206,15 +206,15 @@ def test_decoding_in_the_browser(browser, web_runtime, tmp_path):
         page.wait_for_function("() => document.getElementById('view').dataset.masks === '3'", timeout=60000)
         assert page.evaluate("() => document.getElementById('view').dataset.decoder") == "server"
 
-        # "Refine edges" asks the server (which has the image) even while the page decodes
+        # "Refine" asks the server (which has the image) even while the page decodes
         page.check("#local")
         page.wait_for_function("() => document.getElementById('view').dataset.masks === '4'", timeout=60000)
-        page.check("#refine")
+        page.select_option("#refine", "zoom+grabcut")
         page.wait_for_function("() => document.getElementById('view').dataset.masks === '5'", timeout=60000)
         assert page.evaluate("() => document.getElementById('view').dataset.decoder") == "server"
         refined = download_mask(page, tmp_path, "refined.png")
         expected, _ = server_mask(url, image_id, {"box": [float(v) for v in drawn.split(",")],
-                                                  "multimask_output": False, "refine": "grabcut"})
+                                                  "multimask_output": False, "refine": "zoom+grabcut"})
         assert (refined == expected).all() and (refined != local).any()
         page.screenshot(path=str(SHOTS / "5_refined_edges.png"))
         assert not errors, errors

@@ -85,7 +85,11 @@ def resolve_model(model: str | None, checkpoint: Path | None):
     return build_model(model, checkpoint=weights)
 
 
-REFINE_HELP = "Refine the model's answer with the image: grabcut (OpenCV GrabCut seeded by the model and the prompts)."
+REFINE_HELP = (
+    "Refine the model's answer: zoom (the model looks again at a crop around the answer, one more "
+    "embedding; best for small objects), grabcut (OpenCV GrabCut seeded by the answer and the prompts), "
+    "or zoom+grabcut."
+)
 
 
 def _check_refine(refine: str | None) -> None:
@@ -186,7 +190,7 @@ def segment(
 
         t0 = time.perf_counter()
         with _status(f"refining with {refine}", quiet or refine is None):
-            masks = answer_masks(logits, predictor.mask_threshold, refine, rgb, coords, labels, box_arr)
+            masks = answer_masks(logits, predictor.mask_threshold, refine, rgb, coords, labels, box_arr, predictor)
         t_refine = time.perf_counter() - t0
     except (UserError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))

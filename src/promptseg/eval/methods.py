@@ -44,13 +44,15 @@ class SamMethod(Method):
         self._logits = low_res[k : k + 1]
         if self.refine is not None:  # only the answer kept is refined
             logits = logits[k : k + 1]
-        masks = answer_masks(logits, self.predictor.mask_threshold, self.refine, self.image, points, labels)
+        masks = answer_masks(logits, self.predictor.mask_threshold, self.refine, self.image, points, labels,
+                             predictor=self.predictor)
         mask = masks[0] if self.refine is not None else masks[k]
         return mask, list(masks) if first else []
 
     def box(self, box):
         logits, _, _ = self.predictor.predict(box=box, multimask_output=False, return_logits=True)
-        return answer_masks(logits, self.predictor.mask_threshold, self.refine, self.image, box=box)[0]
+        return answer_masks(logits, self.predictor.mask_threshold, self.refine, self.image, box=box,
+                            predictor=self.predictor)[0]
 
 
 class GrabCutMethod(Method):

@@ -96,8 +96,9 @@ class SegmentRequest(BaseModel):
     mask_input: str | None = Field(None, pattern=r"^[0-9a-f]{32}$", description="a `logits` handle of an earlier answer")
     multimask_output: bool = True
     mask_format: Literal["coco_rle", "rle", "png"] = "coco_rle"
-    refine: Literal[REFINERS] | None = Field(None, description="refine each mask with the image (GrabCut seeded by "
-                                              "the answer and the prompts); scores stay the model's")
+    refine: Literal[REFINERS] | None = Field(None, description="refine each mask: zoom (the model looks again at a crop "
+                                              "around the answer), grabcut (GrabCut seeded by the answer and the "
+                                              "prompts), or zoom+grabcut; scores stay the model's")
 
 
 class EverythingRequest(BaseModel):
@@ -305,7 +306,8 @@ def create_app(model: Sam, settings: ServerSettings | None = None) -> FastAPI:
             t0 = time.perf_counter()
             logits, scores, low_res = predictor.predict(coords, labels, box, None if mask_input is None else mask_input[None],
                                                         multimask_output=req.multimask_output, return_logits=True)
-            masks = answer_masks(logits, predictor.mask_threshold, req.refine, entry.image, coords, labels, box)
+            masks = answer_masks(logits, predictor.mask_threshold, req.refine, entry.image, coords, labels, box,
+                                 predictor)
             return (masks, scores, low_res), time.perf_counter() - t0
 
         try:

@@ -116,7 +116,7 @@ function prompts() {
     body.point_labels = S.points.map((p) => p.label);
   }
   if (S.box) body.box = S.box;
-  if ($("refine").checked) body.refine = "grabcut";  // done on the server, which has the image
+  if ($("refine").value) body.refine = $("refine").value;  // done on the server, which has the image
   // Like SAM's own demo, every answer comes from the prompts alone (no previous logits as
   // mask input): undo and candidate switching then always mean the same thing.
   return body;

@@ -1,5 +1,6 @@
 """GrabCut refinement of a model's answer: the function, its constraints and fallbacks, and the
-`segment` and `eval` commands with --refine on real image files."""
+`segment` and `eval` commands with --refine on real image files (zoom's own tests are in
+test_zoom.py)."""
 
 from __future__ import annotations
 
@@ -79,18 +80,23 @@ def test_fallbacks_and_errors(scene):
         refine_mask("crf", img, logits)
 
 
-def test_segment_cli_refines_the_mask_of_a_real_photo(tmp_path):
-    photo = sample_image_path("coffee.png")
-    box = "150,20,470,330"
+def _segment_twice(tmp_path, photo, box: str, refine: str, *extra):
+    """`segment` with the box, alone and with --refine (its summary checked): both masks."""
     plain = run("segment", photo, "--box", box, "-o", tmp_path / "plain.png", "--json")
-    refined = run("segment", photo, "--box", box, "--refine", "grabcut", "-o", tmp_path / "refined.png",
-                  "--overlay", tmp_path / "overlay.png", "--json")
+    refined = run("segment", photo, "--box", box, "--refine", refine, "-o", tmp_path / "refined.png", *extra, "--json")
     assert plain.returncode == 0 and refined.returncode == 0, refined.stderr
     summary = json.loads(refined.stdout)
-    assert summary["refine"] == "grabcut" and summary["seconds"]["refine"] > 0
+    assert summary["refine"] == refine and summary["seconds"]["refine"] > 0
     a = np.asarray(Image.open(tmp_path / "plain.png")) > 0
     b = np.asarray(Image.open(tmp_path / "refined.png")) > 0
     assert b.sum() == summary["masks"][0]["area"] > 0
+    return a, b
+
+
+def test_segment_cli_refines_the_mask_of_a_real_photo(tmp_path):
+    photo = sample_image_path("coffee.png")
+    box = "150,20,470,330"
+    a, b = _segment_twice(tmp_path, photo, box, "grabcut", "--overlay", tmp_path / "overlay.png")
     assert not b[:, :149].any() and not b[:, 472:].any() and not b[332:].any()
     assert not np.array_equal(a, b) and iou(a, b) > 0.5  # reshaped, but the same object
     bad = run("segment", photo, "--box", box, "--refine", "crf", "-o", tmp_path / "x.png")

@@ -4,18 +4,15 @@ image files, and the `segment` command and server with --refine zoom."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
-from PIL import Image
 
 from promptseg import Predictor, default_model, read_image, sample_image_path
 from promptseg.eval.datasets import load_dataset
 from promptseg.eval.protocols import farthest_interior_point, iou, tight_box
 from promptseg.refine import REFINERS, answer_masks, logits_to_mask_input, refine_mask, zoom_refine, zoom_window
 from promptseg.transforms import upscale_logits
-from test_cli import run
+from test_refine import _segment_twice
 
 
 @pytest.fixture(scope="module")
@@ -117,16 +114,8 @@ def test_zoom_follows_the_prompts(predictor, small_objects):
 
 
 def test_segment_cli_zooms_on_a_small_box_of_a_real_photo(tmp_path):
-    photo = sample_image_path("chelsea.png")
-    box = "200,60,280,140"
-    plain = run("segment", photo, "--box", box, "-o", tmp_path / "plain.png", "--json")
-    zoomed = run("segment", photo, "--box", box, "--refine", "zoom", "-o", tmp_path / "zoom.png", "--json")
-    assert plain.returncode == 0 and zoomed.returncode == 0, zoomed.stderr
-    summary = json.loads(zoomed.stdout)
-    assert summary["refine"] == "zoom" and summary["seconds"]["refine"] > 0
-    a = np.asarray(Image.open(tmp_path / "plain.png")) > 0
-    b = np.asarray(Image.open(tmp_path / "zoom.png")) > 0
-    assert b.sum() == summary["masks"][0]["area"] > 0
+    a, b = _segment_twice(tmp_path, sample_image_path("chelsea.png"), "200,60,280,140", "zoom")
     assert not np.array_equal(a, b) and iou(a, b) > 0.3  # looked at again, the same object
+    x0, y0, x1, y1 = zoom_window((300, 451), np.array([200, 60, 280, 140]), 256)
     ys, xs = np.nonzero(b)
-    assert xs.min() >= 200 - 60 and xs.max() <= 280 + 60 and ys.min() >= 0 and ys.max() <= 140 + 60
+    assert xs.min() >= x0 and xs.max() < x1 and ys.min() >= y0 and ys.max() < y1  # nothing outside the crop

@@ -187,7 +187,7 @@ class Predictor(EmbeddedImage):
         """
         state = self._require_image()
         coords, labels, boxes, masks, n, batched = check_prompts(
-            state.original_size, point_coords, point_labels, box, mask_input, self.model.prompt_encoder.mask_input_size
+            state.original_size, point_coords, point_labels, box, mask_input, self.mask_input_size
         )
         dev = self.device
         pts = lab = box_t = mask_t = None
@@ -234,6 +234,16 @@ class Predictor(EmbeddedImage):
     @property
     def mask_threshold(self) -> float:
         return self.model.mask_threshold
+
+    @property
+    def img_size(self) -> int:
+        """The model's input side (as `OnnxPredictor.img_size`)."""
+        return self.model.img_size
+
+    @property
+    def mask_input_size(self) -> tuple[int, int]:
+        """The low-res mask input's (h, w) (as `OnnxPredictor.mask_input_size`)."""
+        return tuple(self.model.prompt_encoder.mask_input_size)
 
     @property
     def model_type(self) -> str | None:

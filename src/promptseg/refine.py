@@ -139,14 +139,6 @@ def grabcut_refine(
     return refined > 0.5
 
 
-def _predictor_sizes(predictor) -> tuple[int, tuple[int, int]]:
-    """(input side, low-res mask-input size) of a torch or an ONNX Runtime predictor."""
-    model = getattr(predictor, "model", None)
-    if model is not None:
-        return model.img_size, tuple(model.prompt_encoder.mask_input_size)
-    return predictor.img_size, tuple(predictor.mask_input_size)
-
-
 def logits_to_mask_input(logits: np.ndarray, img_size: int, mask_input_size: tuple[int, int],
                          pad_value: float = -20.0) -> np.ndarray:
     """Full-size logits (H, W) -> a mask input (1, h, w) in the model's low-res frame: resized as
@@ -209,19 +201,14 @@ def zoom_refine(
     coords, labels, boxes = _one_prompt(size, point_coords, point_labels, box, "zoom_refine")
     if coords is None and boxes is None:
         raise ValueError("zoom_refine needs the prompts the answer was asked with: clicks, a box, or both")
-    img_size, mask_input_size = _predictor_sizes(predictor)
-    fg = coords[labels == 1] if coords is not None else np.zeros((0, 2))
-    if boxes is not None:
-        extent = boxes.copy()
-    else:
-        ys, xs = np.nonzero(logits > 0)
-        if len(xs) == 0 and len(fg) == 0:
-            return logits
-        xs, ys = np.concatenate([xs, fg[:, 0]]), np.concatenate([ys, fg[:, 1]])
-        extent = np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float64)
-    if len(fg):
-        extent = np.array([min(extent[0], fg[:, 0].min()), min(extent[1], fg[:, 1].min()),
-                           max(extent[2], fg[:, 0].max()), max(extent[3], fg[:, 1].max())])
+    img_size, mask_input_size = predictor.img_size, predictor.mask_input_size
+    # what the crop must show: the box's corners (else the answer's pixels) and the foreground clicks
+    shown = boxes.reshape(2, 2) if boxes is not None else np.argwhere(logits > 0)[:, ::-1]
+    if coords is not None:
+        shown = np.concatenate([shown, coords[labels == 1]])
+    if len(shown) == 0:
+        return logits
+    extent = np.concatenate([shown.min(0), shown.max(0)])
     window = zoom_window(size, extent, img_size, context=context, min_side=min_side, max_fraction=max_fraction)
     if window is None:
         return logits

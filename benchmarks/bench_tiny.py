@@ -1,6 +1,7 @@
 """Speed of the default `tiny` model on this machine, beside the reference ViT-B in the same run:
-image encoder per image, one prompt (also with the optional GrabCut and zoom refinements, which
-have no counterpart in the reference), and everything mode end to end on a 1500x1000 photo.
+image encoder per image, one prompt (also with the optional GrabCut and zoom refinements and the
+mirror-image averaging, --flip, which have no counterpart in the reference), and everything mode
+end to end on a 1500x1000 photo.
 
     .venv/bin/python benchmarks/bench_tiny.py [--repeat 10] [--everything-repeat 3] [--json out.json]
 
@@ -26,6 +27,7 @@ from promptseg import MaskGenerator, Predictor, build_model, read_image, sample_
 from promptseg.checkpoints import default_checkpoint
 from promptseg.refine import refine_mask
 from promptseg.runtime import tune_allocator
+from promptseg.tta import FlipPredictor
 
 
 def timed(fn, n: int) -> list[float]:
@@ -78,6 +80,11 @@ def main() -> None:
         refine_mask("zoom", image, logits[0], box=small_box, predictor=ours)
 
     prompt_zoomed = timed(zoomed_box, max(3, args.repeat))
+    flip = FlipPredictor(Predictor(tiny))
+    flip.set_image(image)
+    enc_flip = timed(lambda: flip.set_image(image), args.repeat)
+    flip.predict(click, label)
+    prompt_flip = timed(lambda: flip.predict(click, label), 30)
     gen = MaskGenerator(tiny)
     counts = []
     everything = timed(lambda: counts.append(len(gen.generate(image))), args.everything_repeat)
@@ -87,6 +94,8 @@ def main() -> None:
             "prompt_ms": 1000 * statistics.median(prompt_ours),
             "prompt_refined_ms": 1000 * statistics.median(prompt_refined),
             "prompt_zoomed_ms": 1000 * statistics.median(prompt_zoomed),
+            "encoder_flip_ms": 1000 * statistics.median(enc_flip),
+            "prompt_flip_ms": 1000 * statistics.median(prompt_flip),
             "everything_s": statistics.median(everything),
             "everything_masks": counts[-1],
         },
@@ -107,6 +116,9 @@ def main() -> None:
           f"({o['prompt_refined_ms'] / r['prompt_ms']:.1f}x the reference's unrefined click)")
     print(f"one 200 px box with --refine zoom: tiny {o['prompt_zoomed_ms']:.0f} ms "
           f"({o['prompt_zoomed_ms'] / r['prompt_ms']:.2f}x the reference's unrefined click)")
+    print(f"with --flip (the image and its mirror image): embedding {o['encoder_flip_ms']:.0f} ms, one click "
+          f"{o['prompt_flip_ms']:.1f} ms ({r['encoder_ms'] / o['encoder_flip_ms']:.0f}x and "
+          f"{r['prompt_ms'] / o['prompt_flip_ms']:.1f}x faster than the reference)")
     line = f"everything mode (32x32 points, defaults): tiny {o['everything_s']:.1f} s ({o['everything_masks']} masks)"
     if "everything_s" in r:
         line += f", reference ViT-B {r['everything_s']:.1f} s ({r['everything_s'] / o['everything_s']:.1f}x)"

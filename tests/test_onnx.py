@@ -115,6 +115,23 @@ def test_tiny_zoom_refinement_runs_on_either_predictor(tiny_pair, photo):
     assert agreement(answers["onnx"], answers["torch"]) >= 0.99 and answers["onnx"].any()
 
 
+def test_tiny_flip_averaging_runs_on_either_predictor(tiny_onnx, photo):
+    """Mirror-image averaging wraps the ONNX Runtime predictor as it wraps the torch one."""
+    from promptseg.tta import FlipPredictor
+
+    t, o = FlipPredictor(Predictor(default_model())), FlipPredictor(OnnxPredictor(tiny_onnx))
+    for pred in (t, o):
+        pred.set_image(photo)
+    h, w = photo.shape[:2]
+    box = np.array([w * 0.25, h * 0.05, w * 0.8, h * 0.85])
+    clicks, labels = np.array([[w * 0.5, h * 0.45], [w * 0.9, h * 0.9]]), np.array([1, 0])
+    for kw in (dict(box=box, multimask_output=False), dict(point_coords=clicks, point_labels=labels)):
+        (mt, st, lt), (mo, so, lo) = t.predict(**kw, return_logits=True), o.predict(**kw, return_logits=True)
+        assert_close_scaled(mo, mt, rtol=1e-3, atol=1e-3)
+        assert_close_scaled(lo, lt, rtol=1e-3, atol=1e-3)
+        assert np.allclose(so, st, atol=1e-3)
+
+
 def test_vit_b_matches_torch(vit_b_onnx):
     t, o = vit_b_onnx
     assert_close_scaled(o.get_image_embedding(), t.get_image_embedding(), rtol=1e-3, atol=1e-3)

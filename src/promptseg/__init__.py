@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 
 _WHERE = {
     "MaskGenerator": "everything",
+    "FlipPredictor": "tta",
     "Predictor": "predictor",
     "build_model": "checkpoints",
     "default_model": "checkpoints",

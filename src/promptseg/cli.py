@@ -108,9 +108,24 @@ def _check_backend(backend: str) -> None:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
 
 
-def resolve_predictor(backend: str, model: str | None, checkpoint: Path | None, onnx_dir: Path | None):
-    """A Predictor (torch) or an OnnxPredictor for the options. Without --onnx-dir, the model is
-    exported once into the cache, under a key of its weights file (path, size, time)."""
+FLIP_HELP = ("Ask each prompt on the image and on its mirror image and average the answers "
+             "(test-time augmentation: a second embedding and decoder pass; see MODEL_CARD.md).")
+
+
+def resolve_predictor(backend: str, model: str | None, checkpoint: Path | None, onnx_dir: Path | None,
+                      flip: bool = False):
+    """A Predictor (torch) or an OnnxPredictor for the options, wrapped in a FlipPredictor with
+    `flip`. Without --onnx-dir, the model is exported once into the cache, under a key of its
+    weights file (path, size, time)."""
+    predictor = _resolve_predictor(backend, model, checkpoint, onnx_dir)
+    if flip:
+        from .tta import FlipPredictor
+
+        predictor = FlipPredictor(predictor)
+    return predictor
+
+
+def _resolve_predictor(backend: str, model: str | None, checkpoint: Path | None, onnx_dir: Path | None):
     _check_backend(backend)
     if backend == "torch":
         from .predictor import Predictor
@@ -155,6 +170,7 @@ def segment(
     backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
     onnx_dir: Path | None = typer.Option(None, "--onnx-dir", help="Folder written by `promptseg export`."),
     refine: str | None = typer.Option(None, "--refine", help=REFINE_HELP),
+    flip: bool = typer.Option(False, "--flip", help=FLIP_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Segment IMAGE from point and/or box prompts and write the mask as a PNG."""
@@ -175,7 +191,7 @@ def segment(
         check_prompts(rgb.shape[:2], coords, labels, box_arr)  # fail before the slow part
         _check_refine(refine)
         with _status("loading model", quiet):
-            predictor = resolve_predictor(backend, model, checkpoint, onnx_dir)
+            predictor = resolve_predictor(backend, model, checkpoint, onnx_dir, flip)
         t0 = time.perf_counter()
         with _status(f"embedding {image.name}", quiet):
             predictor.set_image(rgb)
@@ -217,6 +233,7 @@ def segment(
         "best": 0 if not multimask else best,
         "overlay": str(overlay_path) if overlay_path else None,
         "refine": refine,
+        "flip": flip,
         "seconds": {"embed": round(t_embed, 3), "prompt": round(t_prompt, 4)},
     }
     if refine is not None:
@@ -618,6 +635,7 @@ def evaluate_cmd(
     pictures: Path | None = typer.Option(None, "--pictures", help="Draw examples (prompts, masks) into this PNG."),
     examples: int = typer.Option(2, "--examples", min=0, help="Examples per dataset in the picture."),
     refine: str | None = typer.Option(None, "--refine", help=REFINE_HELP + " Scored as its own row, beside the model alone."),
+    flip: bool = typer.Option(False, "--flip", help=FLIP_HELP + " The model's rows are then named '... flip'."),
     backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
     onnx_dir: Path | None = typer.Option(None, "--onnx-dir", help="Folder written by `promptseg export`."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
@@ -642,12 +660,13 @@ def evaluate_cmd(
         if limit:
             datasets = [(name, insts[:limit]) for name, insts in datasets]
         with _status("loading model", quiet):
-            predictor = resolve_predictor(backend, model, checkpoint, onnx_dir)
+            predictor = resolve_predictor(backend, model, checkpoint, onnx_dir, flip)
     except (UserError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
         return
-    model_type = predictor.model.model_type if backend == "torch" else predictor.model_type
-    methods = [SamMethod(predictor, name=f"promptseg {model_type}" + ("" if backend == "torch" else f" {backend}"))]
+    model_type = predictor.model_type
+    name = f"promptseg {model_type}" + ("" if backend == "torch" else f" {backend}") + (" flip" if flip else "")
+    methods = [SamMethod(predictor, name=name)]
     if refine is not None:
         plain = methods[0]
         methods.append(SamMethod(plain.predictor, name=f"{plain.name} + {refine}", refine=refine, embedded_by=plain))
@@ -665,6 +684,7 @@ def evaluate_cmd(
     report["model"] = {"type": model_type, "checkpoint": source, "backend": backend}
     report["protocols"] = sorted(chosen)
     report["refine"] = refine
+    report["flip"] = flip
     report["errors"] = errors
     typer.echo(table(report))
     if output is not None:

@@ -295,3 +295,38 @@ def test_decoder_onnx_decodes_the_served_embedding(client):
         np.testing.assert_allclose(iou[0, picks], answer["scores"], atol=1e-4)
         for k, rle in zip(picks, answer["masks"]):
             assert ((masks[0, k] > info["mask_threshold"]) == rle_to_mask(rle)).mean() > 0.999
+
+
+def test_serve_with_flip_answers_as_the_flip_predictor(predictor):
+    """`serve --flip`: every answer is the mirror-image average, the same as FlipPredictor's,
+    refinement handles and zoom work on it, each image is embedded twice (and counted so in the
+    cache), and the page is told to decode on the server."""
+    from promptseg import FlipPredictor
+
+    flip = FlipPredictor(Predictor(predictor.model))
+    flip.set_image(COFFEE)
+    with running_server("--flip", "--cache-mb", "64", "--web-runtime", "off") as (url, _), \
+            httpx.Client(base_url=url, timeout=120) as c:
+        info = c.get("/v1/models").json()[0]
+        assert info["flip"] is True and info["browser_decoding"] is False
+        image_id = c.post("/v1/images", files={"file": ("coffee.png", COFFEE.read_bytes(), "image/png")}).json()["id"]
+        emb = predictor.features.numel() * 4
+        assert c.get("/healthz").json()["cache_bytes"] >= 600 * 400 * 3 + 2 * emb
+        req = {"point_coords": [[300, 200]], "point_labels": [1]}
+        body = c.post(f"/v1/images/{image_id}/segment", json=req).json()
+        masks, scores, low = flip.predict(np.array(req["point_coords"]), np.array(req["point_labels"]))
+        np.testing.assert_allclose(body["scores"], scores, rtol=1e-5, atol=1e-6)
+        for rle, mask in zip(body["masks"], masks):
+            assert (decode_coco_rle(rle) == mask).mean() > 0.9999
+        plain, _, _ = predictor.predict(np.array(req["point_coords"]), np.array(req["point_labels"]))
+        assert not all((decode_coco_rle(r) == m).all() for r, m in zip(body["masks"], plain))
+        best = body["best"]
+        more = {"point_coords": [[300, 200], [450, 330]], "point_labels": [1, 0], "mask_input": body["logits"][best],
+                "multimask_output": False}
+        res = c.post(f"/v1/images/{image_id}/segment", json=more).json()
+        want, _, _ = flip.predict(np.array(more["point_coords"]), np.array(more["point_labels"]),
+                                  mask_input=low[best][None], multimask_output=False)
+        assert (decode_coco_rle(res["masks"][0]) == want[0]).mean() > 0.9999
+        zoomed = c.post(f"/v1/images/{image_id}/segment",
+                        json={"box": [280, 150, 340, 210], "multimask_output": False, "refine": "zoom"})
+        assert zoomed.status_code == 200 and zoomed.json()["areas"][0] > 0

@@ -416,6 +416,7 @@ def serve(
         help="onnxruntime-web for decoding in the browser: auto (installed by `promptseg install-web-runtime`, "
              "if it was), off, or a folder with its files.",
     ),
+    flip: bool = typer.Option(False, "--flip", help=FLIP_HELP + " Prompts are then decoded on the server only."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log errors only."),
 ) -> None:
     """Serve the web page at / and the HTTP API under /v1 (OpenAPI docs at /docs)."""
@@ -438,7 +439,7 @@ def serve(
 
         settings = ServerSettings(
             max_upload_bytes=max_upload_mb * 2**20, max_pixels=int(max_megapixels * 1e6), cache_bytes=cache_mb * 2**20,
-            web_runtime=runtime,
+            web_runtime=runtime, flip=flip,
         )
         app_ = create_app(sam, settings)
     except (UserError, ValueError, FileNotFoundError) as exc:
@@ -446,7 +447,9 @@ def serve(
         return
     if not quiet:
         typer.echo(f"promptseg serving {sam.model_type} at http://{host}:{port}/ (API docs: /docs)", err=True)
-        if runtime is None:
+        if flip:
+            typer.echo("answers are averaged with the mirror image's (--flip); decoding in the browser is off", err=True)
+        elif runtime is None:
             typer.echo("decoding in the browser is off (run `promptseg install-web-runtime` to turn it on)", err=True)
     uvicorn.run(app_, host=host, port=port, log_level="warning" if quiet else "info")
 

@@ -35,6 +35,7 @@ from ..io import SAMPLES, read_image, sample_image_path
 from ..model import Sam
 from ..predictor import ImageState, Predictor
 from ..refine import REFINERS, answer_masks
+from ..tta import FlipPredictor
 
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 MAX_POINTS = 64
@@ -49,6 +50,9 @@ class ServerSettings:
     max_json_bytes: int = 2**20
     # onnxruntime-web's files: when set, the page can decode prompts in the browser
     web_runtime: Path | None = None
+    # answer prompts averaged with the mirror image's answers (promptseg.tta.FlipPredictor): each
+    # image is embedded twice, and the page decodes on the server (the browser has one embedding)
+    flip: bool = False
 
 
 @dataclass
@@ -56,10 +60,12 @@ class Entry:
     image: np.ndarray
     state: ImageState
     logits: OrderedDict[str, np.ndarray] = field(default_factory=OrderedDict)
+    mirror: ImageState | None = None  # the mirror image's embedding, when the server averages with it
 
     @property
     def nbytes(self) -> int:
-        return self.image.nbytes + self.state.features.numel() * 4 + sum(a.nbytes for a in self.logits.values())
+        embedded = self.state.features.numel() * 4 * (1 if self.mirror is None else 2)
+        return self.image.nbytes + embedded + sum(a.nbytes for a in self.logits.values())
 
 
 class ImageCache:
@@ -147,7 +153,7 @@ def decode_upload(data: bytes, settings: ServerSettings) -> np.ndarray:
 
 def create_app(model: Sam, settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
-    predictor = Predictor(model)
+    predictor = FlipPredictor(Predictor(model)) if settings.flip else Predictor(model)
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptseg-model")
     cache = ImageCache(settings.cache_bytes)
     pending: dict[str, asyncio.Future] = {}
@@ -184,10 +190,13 @@ def create_app(model: Sam, settings: ServerSettings | None = None) -> FastAPI:
         except Exception as exc:  # one bad request never takes the server down
             return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
 
-    def embed(image: np.ndarray) -> ImageState:
+    def embed(image: np.ndarray) -> Entry:
         predictor.set_image(image)
         stats["embeddings"] += 1
-        return predictor.image_state
+        if settings.flip:
+            state, mirror = predictor.image_state
+            return Entry(image, state, mirror=mirror)
+        return Entry(image, predictor.image_state)
 
     async def embedded(image_id: str, image: np.ndarray) -> tuple[Entry, bool]:
         """The cached entry for an image, embedding it once however many clients ask at once."""
@@ -199,7 +208,7 @@ def create_app(model: Sam, settings: ServerSettings | None = None) -> FastAPI:
         future = asyncio.get_running_loop().create_future()
         pending[image_id] = future
         try:
-            entry = Entry(image, await run(embed, image))
+            entry = await run(embed, image)
             cache.put(image_id, entry)
             future.set_result(entry)
             return entry, False
@@ -256,7 +265,8 @@ def create_app(model: Sam, settings: ServerSettings | None = None) -> FastAPI:
             "mask_input_size": list(pe.mask_input_size),
             "generator_defaults": generator_defaults(model),
             "mask_threshold": float(model.mask_threshold),
-            "browser_decoding": settings.web_runtime is not None,
+            "browser_decoding": settings.web_runtime is not None and not settings.flip,
+            "flip": settings.flip,
             "default": True,
         }]
 
@@ -302,7 +312,7 @@ def create_app(model: Sam, settings: ServerSettings | None = None) -> FastAPI:
         box = np.array(req.box) if req.box is not None else None
 
         def work():
-            predictor.image_state = entry.state
+            predictor.image_state = (entry.state, entry.mirror) if settings.flip else entry.state
             t0 = time.perf_counter()
             logits, scores, low_res = predictor.predict(coords, labels, box, None if mask_input is None else mask_input[None],
                                                         multimask_output=req.multimask_output, return_logits=True)

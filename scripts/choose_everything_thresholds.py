@@ -1,6 +1,6 @@
 """Choose a model's everything-mode filter (predicted-IoU and stability thresholds) on training data.
 
-    .venv/bin/python scripts/choose_everything_thresholds.py [--checkpoint W] [--images 40] [-o out.json]
+    .venv/bin/python scripts/choose_everything_thresholds.py [--checkpoint W] [--images 40] [--flip] [-o out.json]
 
 Everything mode runs once per image with a low predicted-IoU floor and no duplicate removal, so
 that every candidate a stricter filter could keep is at hand; each (predicted IoU, stability)
@@ -25,7 +25,7 @@ import torch
 from pycocotools import mask as mask_utils
 from training_sources import add_sources_option, refuse_eval_data
 
-from promptseg import MaskGenerator, build_model, default_model
+from promptseg import FlipPredictor, MaskGenerator, Predictor, build_model, default_model
 from promptseg.masks import batched_nms
 from promptseg.train.data import read_sa1b
 
@@ -78,10 +78,13 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=40, help="Images drawn from each source.")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--floor", type=float, default=min(IOU_GRID), help="Predicted-IoU floor of the single run.")
+    ap.add_argument("--flip", action="store_true", help="Average each click's answers with the mirror image's.")
     ap.add_argument("-o", "--output", type=Path, help="Write every pair's figures as JSON.")
     args = ap.parse_args()
     refuse_eval_data(args.sources, "tune")
     model = build_model(checkpoint=args.checkpoint) if args.checkpoint else default_model()
+    if args.flip:
+        model = FlipPredictor(Predictor(model))
     generator = MaskGenerator(model, pred_iou_thresh=args.floor, stability_score_thresh=0.0,
                               box_nms_thresh=1.0, output_mode="coco_rle")
     rng = np.random.default_rng(args.seed)
@@ -123,7 +126,8 @@ def main() -> None:
     print(f"best: pred_iou_thresh={best['pred_iou_thresh']} stability_score_thresh={best['stability_score_thresh']} "
           f"(mean F1 {best['f1']:.3f})")
     if args.output:
-        args.output.write_text(json.dumps({"checkpoint": args.checkpoint or "default", "images_per_source": args.images,
+        args.output.write_text(json.dumps({"checkpoint": args.checkpoint or "default", "flip": args.flip,
+                                           "images_per_source": args.images,
                                            "seed": args.seed, "best": best, "rows": rows}, indent=1))
 
 

@@ -276,6 +276,7 @@ def everything(
     min_mask_region_area: int = typer.Option(0, help="Remove holes and islands smaller than this (pixels)."),
     backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
     onnx_dir: Path | None = typer.Option(None, "--onnx-dir", help="Folder written by `promptseg export`."),
+    flip: bool = typer.Option(False, "--flip", help=FLIP_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Find every object in each image; write SA-1B JSON, COCO JSON or PNG masks, and overlays.
@@ -292,7 +293,7 @@ def everything(
     if not paths:
         _fail(f"no image files found in {' '.join(inputs)}")
     try:
-        predictor = resolve_predictor(backend, model, checkpoint, onnx_dir)
+        predictor = resolve_predictor(backend, model, checkpoint, onnx_dir, flip)
         generator = MaskGenerator(
             predictor,
             points_per_side=points_per_side,

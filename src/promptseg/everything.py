@@ -154,9 +154,11 @@ class MaskGenerator:
         `image_state`: this image already embedded by this model (a predictor's `image_state`
         after `set_image(image)`); the whole-image layer then uses it instead of embedding again."""
         image = read_image(image)
-        if image_state is not None and tuple(image_state.original_size) != tuple(image.shape[:2]):
+        # a FlipPredictor's state is the pair (image, mirror image)
+        embedded = image_state[0] if isinstance(image_state, tuple) else image_state
+        if embedded is not None and tuple(embedded.original_size) != tuple(image.shape[:2]):
             raise ValueError(
-                f"image_state was embedded from a {tuple(image_state.original_size)} image, but this image is "
+                f"image_state was embedded from a {tuple(embedded.original_size)} image, but this image is "
                 f"{tuple(image.shape[:2])}; pass the state of this image or none"
             )
         found = self._generate(image, image_state)

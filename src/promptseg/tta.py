@@ -146,3 +146,32 @@ class FlipPredictor:
         scores = (scores + m_scores) / 2
         low = (low + mirror_low_res(m_low, (height, width), self.img_size)) / 2
         return (logits if return_logits else logits > self.mask_threshold), scores, low
+
+    # --- everything mode: MaskGenerator asks many single clicks of the embedded pair ------
+    def _require_image(self):
+        if not self.is_image_set:
+            raise ValueError("no image is set; call set_image(image) first")
+        return self.image_state
+
+    def decode_points(self, state, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One foreground click per prompt on the pair `state` (image, mirror image), points
+        (n, 2) in the original frame -> the three candidates' low-res logits (n, 3, h, w) and IoU
+        predictions (n, 3), each the mean of the two views' (in the image's low-res frame)."""
+        plain, mirror = state
+        low, iou = self.predictor.decode_points(plain, points)
+        mirrored = np.array(points, dtype=np.float32)
+        mirrored[:, 0] = _mirror_x(mirrored[:, 0], plain.original_size[1])
+        m_low, m_iou = self.predictor.decode_points(mirror, mirrored)
+        m_low = mirror_low_res(_numpy(m_low), plain.original_size, self.img_size)
+        return (_numpy(low) + m_low) / 2, (_numpy(iou) + _numpy(m_iou)) / 2
+
+    def _postprocess_numpy(self, low_res, state, return_logits: bool) -> np.ndarray:
+        """Low-res logits in the image's frame -> full size, as the wrapped predictor does."""
+        return self.predictor._postprocess_numpy(low_res, state[0], return_logits)
+
+
+def _numpy(a) -> np.ndarray:
+    """A torch tensor or an array as a float32 array (torch is not imported here)."""
+    if hasattr(a, "detach"):
+        a = a.detach().float().cpu().numpy()
+    return np.asarray(a, dtype=np.float32)

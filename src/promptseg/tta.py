@@ -82,30 +82,13 @@ class FlipPredictor:
         self.predictor.reset_image()
         self._mirror = None
 
-    @property
-    def original_size(self) -> tuple[int, int]:
-        return self.predictor.original_size
+    # --- the embedded image's and the model's sizes, as the wrapped predictor's --------
+    _PASSED = frozenset({"original_size", "input_size", "mask_threshold", "img_size", "mask_input_size", "model_type"})
 
-    @property
-    def input_size(self) -> tuple[int, int]:
-        return self.predictor.input_size
-
-    # --- the model's sizes, as the wrapped predictor's ---------------------------------
-    @property
-    def mask_threshold(self) -> float:
-        return self.predictor.mask_threshold
-
-    @property
-    def img_size(self) -> int:
-        return self.predictor.img_size
-
-    @property
-    def mask_input_size(self) -> tuple[int, int]:
-        return self.predictor.mask_input_size
-
-    @property
-    def model_type(self) -> str | None:
-        return self.predictor.model_type
+    def __getattr__(self, name: str):
+        if name in FlipPredictor._PASSED:
+            return getattr(self.predictor, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # --- prompts ---------------------------------------------------------------------
     def predict(

@@ -185,6 +185,17 @@ class Predictor(EmbeddedImage):
         Batched: point_coords (B, N, 2) with labels (B, N) (-1 pads shorter point sets), boxes
         (B, 4), mask_input (B, 1, 256, 256); every output then gains a leading B axis.
         """
+        low_res, iou, state, batched = self._predict_low_res(point_coords, point_labels, box, mask_input,
+                                                             multimask_output)
+        with torch.inference_mode():
+            masks = self._postprocess_numpy(low_res, state, return_logits)
+        out = (masks, iou.float().cpu().numpy(), low_res.float().cpu().numpy())
+        return out if batched else tuple(a[0] for a in out)
+
+    def _predict_low_res(self, point_coords, point_labels, box, mask_input, multimask_output):
+        """`predict`'s checks and decoder pass, without bringing the answer to full size: low-res
+        logits (B, C, h, w) and IoU predictions (B, C) as tensors, the image's state, and whether
+        the prompts came batched."""
         state = self._require_image()
         coords, labels, boxes, masks, n, batched = check_prompts(
             state.original_size, point_coords, point_labels, box, mask_input, self.mask_input_size
@@ -207,9 +218,7 @@ class Predictor(EmbeddedImage):
             mask_t = torch.as_tensor(masks, device=dev).expand(n, -1, -1, -1)
         with torch.inference_mode():
             low_res, iou = self._decode(state, pts, lab, box_t, mask_t, multimask_output)
-            masks = self._postprocess_numpy(low_res, state, return_logits)
-        out = (masks, iou.float().cpu().numpy(), low_res.float().cpu().numpy())
-        return out if batched else tuple(a[0] for a in out)
+        return low_res, iou, state, batched
 
     @torch.inference_mode()
     def predict_torch(

@@ -51,6 +51,45 @@ class ResizeLongestSide:
         return self.apply_coords_torch(boxes.reshape(-1, 2, 2), original_size).reshape(-1, 4)
 
 
+def input_frame_logits(low_res: np.ndarray, input_size: tuple[int, int], img_size: int) -> np.ndarray:
+    """SAM's first bilinear step: low-res logits (B, M, h, w) -> (B, M, ih, iw) logits over the
+    unpadded part of the model's input square. Only the low-res rows and columns that part needs
+    are read: at the same scale, bilinear sampling gives the same values."""
+    import cv2
+
+    b, m, lh, lw = low_res.shape
+    f = img_size // lw
+    ih, iw = input_size
+    rows, cols = min(lh, -(-ih // f) + 1), min(lw, -(-iw // f) + 1)
+    logits = np.asarray(low_res, dtype=np.float32)
+    out = np.empty((b, m, ih, iw), dtype=np.float32)
+    for i in range(b):
+        for j in range(m):
+            up = cv2.resize(logits[i, j, :rows, :cols], (cols * f, rows * f), interpolation=cv2.INTER_LINEAR)
+            out[i, j] = up[:ih, :iw]
+    return out
+
+
+def original_frame_logits(
+    logits: np.ndarray, original_size: tuple[int, int], threshold: float = 0.0, return_logits: bool = False
+) -> np.ndarray:
+    """SAM's second bilinear step: input-frame logits (B, M, ih, iw) -> masks (bool) or logits
+    (B, M, H, W) at the original image size."""
+    import cv2
+
+    b, m = logits.shape[:2]
+    oh, ow = original_size
+    out = np.empty((b, m, oh, ow), dtype=np.float32 if return_logits else bool)
+    for i in range(b):
+        for j in range(m):
+            full = cv2.resize(logits[i, j], (ow, oh), interpolation=cv2.INTER_LINEAR)
+            if return_logits:
+                out[i, j] = full
+            else:
+                np.greater(full, threshold, out=out[i, j])
+    return out
+
+
 def upscale_logits(
     low_res: np.ndarray,
     input_size: tuple[int, int],
@@ -59,26 +98,10 @@ def upscale_logits(
     threshold: float = 0.0,
     return_logits: bool = False,
 ) -> np.ndarray:
-    """Low-res logits (B, M, h, w) -> masks (bool) or logits at the original image size.
-
-    SAM's two bilinear steps (upsample to the padded input square, keep the unpadded part,
-    resize that to the original size), per mask with OpenCV, which is several times faster
-    than torch's kernel on a CPU. The first step reads only the low-res rows and columns the
-    kept part needs: at the same scale, bilinear sampling gives the same values."""
-    import cv2
-
-    b, m, lh, lw = low_res.shape
-    f = img_size // lw
-    (ih, iw), (oh, ow) = input_size, original_size
-    rows, cols = min(lh, -(-ih // f) + 1), min(lw, -(-iw // f) + 1)
-    logits = np.asarray(low_res, dtype=np.float32)
-    out = np.empty((b, m, oh, ow), dtype=np.float32 if return_logits else bool)
-    for i in range(b):
-        for j in range(m):
-            up = cv2.resize(logits[i, j, :rows, :cols], (cols * f, rows * f), interpolation=cv2.INTER_LINEAR)
-            full = cv2.resize(up[:ih, :iw], (ow, oh), interpolation=cv2.INTER_LINEAR)
-            if return_logits:
-                out[i, j] = full
-            else:
-                np.greater(full, threshold, out=out[i, j])
-    return out
+    """Low-res logits (B, M, h, w) -> masks (bool) or logits at the original image size: SAM's
+    two bilinear steps (upsample to the padded input square, keep the unpadded part, resize that
+    to the original size), per mask with OpenCV, which is several times faster than torch's
+    kernel on a CPU."""
+    return original_frame_logits(
+        input_frame_logits(low_res, input_size, img_size), original_size, threshold, return_logits
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .io import ImageLike, read_image
-from .transforms import preprocess_shape
+from .transforms import input_frame_logits, original_frame_logits, preprocess_shape
 
 
 def mirror_low_res(low_res: np.ndarray, original_size: tuple[int, int], img_size: int) -> np.ndarray:
@@ -106,9 +106,9 @@ class FlipPredictor:
             raise ValueError("no image is set; call set_image(image) first")
         state = self.predictor.image_state
         # the wrapped predictor checks the prompts and says what is wrong with them
-        logits, scores, low = self.predictor.predict(point_coords, point_labels, box, mask_input,
-                                                     multimask_output, return_logits=True)
-        height, width = self.predictor.original_size
+        low, iou, plain, batched = self.predictor._predict_low_res(point_coords, point_labels, box, mask_input,
+                                                                   multimask_output)
+        height, width = plain.original_size
         m_coords = m_box = m_mask = None
         if point_coords is not None:
             m_coords = np.array(point_coords, dtype=np.float32)
@@ -121,14 +121,23 @@ class FlipPredictor:
             m_mask = mirror_low_res(mask_input, (height, width), self.img_size)
         self.predictor.image_state = self._mirror
         try:
-            m_logits, m_scores, m_low = self.predictor.predict(m_coords, point_labels, m_box, m_mask,
-                                                               multimask_output, return_logits=True)
+            m_low, m_iou, _, _ = self.predictor._predict_low_res(m_coords, point_labels, m_box, m_mask,
+                                                                 multimask_output)
         finally:
             self.predictor.image_state = state
-        logits = (logits + m_logits[..., ::-1]) / 2
-        scores = (scores + m_scores) / 2
-        low = (low + mirror_low_res(m_low, (height, width), self.img_size)) / 2
-        return (logits if return_logits else logits > self.mask_threshold), scores, low
+        low, m_low = _numpy(low), _numpy(m_low)
+        # Averaged in the model's input frame and brought to full size once: the second bilinear
+        # step commutes with the mirror and with the mean, so this is the mean of the two
+        # full-size answers at half the cost.
+        mean = input_frame_logits(low, plain.input_size, self.img_size)
+        mean += input_frame_logits(m_low, plain.input_size, self.img_size)[..., ::-1]
+        mean *= 0.5
+        out = (
+            original_frame_logits(mean, plain.original_size, self.mask_threshold, return_logits),
+            (_numpy(iou) + _numpy(m_iou)) / 2,
+            (low + mirror_low_res(m_low, (height, width), self.img_size)) / 2,
+        )
+        return out if batched else tuple(a[0] for a in out)
 
     # --- everything mode: MaskGenerator asks many single clicks of the embedded pair ------
     def _require_image(self):

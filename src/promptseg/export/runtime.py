@@ -135,22 +135,28 @@ class OnnxPredictor(EmbeddedImage):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Masks (C, H, W), scores (C,) and low-res logits (C, h, w), as `Predictor.predict`;
         batched prompts (B, ...) give outputs with a leading B axis."""
+        low, iou, state, batched = self._predict_low_res(point_coords, point_labels, box, mask_input,
+                                                         multimask_output)
+        out = (self._postprocess_numpy(low, state, return_logits), iou, low)
+        return out if batched else tuple(a[0] for a in out)
+
+    def _predict_low_res(self, point_coords, point_labels, box, mask_input, multimask_output):
+        """`predict`'s checks and decoder passes, without bringing the answers to full size:
+        low-res logits (B, C, h, w), IoU predictions (B, C), the image's state, and whether the
+        prompts came batched."""
         state = self._require_image()
         coords, labels, boxes, masks, n, batched = check_prompts(
             state.original_size, point_coords, point_labels, box, mask_input, self.mask_input_size
         )
         sel = slice(1, 4) if multimask_output else slice(0, 1)
-        out_masks, out_iou, out_low = [], [], []
+        out_iou, out_low = [], []
         for i in range(n):
             c, lab, b, m = (None if a is None else a[i if len(a) > 1 else 0] for a in (coords, labels, boxes, masks))
             points, point_labels = self._prompt_points(state, c, lab, b)
             low, iou = self._decode(state, points[None], point_labels[None], None if m is None else m[None])
-            low, iou = low[:, sel], iou[:, sel]
-            out_masks.append(self._postprocess_numpy(low, state, return_logits)[0])
-            out_iou.append(iou[0])
-            out_low.append(low[0])
-        out = (np.stack(out_masks), np.stack(out_iou), np.stack(out_low))
-        return out if batched else tuple(a[0] for a in out)
+            out_iou.append(iou[0, sel])
+            out_low.append(low[0, sel])
+        return np.stack(out_low), np.stack(out_iou), state, batched
 
     # --- many single clicks (everything mode) ----------------------------------------
     def _postprocess_numpy(self, low_res, state: OnnxImageState, return_logits: bool) -> np.ndarray:

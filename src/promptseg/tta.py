@@ -104,7 +104,6 @@ class FlipPredictor:
         is the mean of the answers on the image and on its mirror image."""
         if not self.is_image_set:
             raise ValueError("no image is set; call set_image(image) first")
-        state = self.predictor.image_state
         # the wrapped predictor checks the prompts and says what is wrong with them
         low, iou, plain, batched = self.predictor._predict_low_res(point_coords, point_labels, box, mask_input,
                                                                    multimask_output)
@@ -124,7 +123,7 @@ class FlipPredictor:
             m_low, m_iou, _, _ = self.predictor._predict_low_res(m_coords, point_labels, m_box, m_mask,
                                                                  multimask_output)
         finally:
-            self.predictor.image_state = state
+            self.predictor.image_state = plain
         low, m_low = _numpy(low), _numpy(m_low)
         # Averaged in the model's input frame and brought to full size once: the second bilinear
         # step commutes with the mirror and with the mean, so this is the mean of the two
@@ -133,7 +132,7 @@ class FlipPredictor:
         mean += input_frame_logits(m_low, plain.input_size, self.img_size)[..., ::-1]
         mean *= 0.5
         out = (
-            original_frame_logits(mean, plain.original_size, self.mask_threshold, return_logits),
+            original_frame_logits(mean, (height, width), self.mask_threshold, return_logits),
             (_numpy(iou) + _numpy(m_iou)) / 2,
             (low + mirror_low_res(m_low, (height, width), self.img_size)) / 2,
         )

@@ -185,3 +185,24 @@ def test_grabcut_baseline_repeats_itself_whatever_opencvs_rng_did_before():
         cv2.randu(np.empty((1000, 3)), 0, 1)  # moves OpenCV's global RNG, as any other code may
         answers.append(np.array_equal(first, gc.box(tight_box(obj))))
     assert all(answers), answers
+
+
+def test_candidate_choice_script_scores_pick_rules_against_the_truth(tmp_path):
+    """scripts/candidate_choice.py (the card's "Choosing among the candidates"): SAM's rule is the
+    reference row, the oracle is never below it, and every rule's row parses."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = _scene_folder(tmp_path / "scenes", n=4)
+    script = Path(__file__).resolve().parent.parent / "scripts" / "candidate_choice.py"
+    out = subprocess.run([sys.executable, str(script), str(data), "--flip"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == f"{data} (4 instances, flip)"
+    rows = {line[:34].strip(): [float(v) for v in line[34:].replace("(SE", "").replace(")", "").split()]
+            for line in lines[1:]}
+    assert rows["predicted IoU (SAM)"][1:] == [0.0, 0.0]
+    assert rows["oracle (best of 3)"][0] >= rows["predicted IoU (SAM)"][0] > 0
+    assert all(0 <= r[0] <= 1 for r in rows.values()) and len(rows) == 16

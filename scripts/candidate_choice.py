@@ -35,9 +35,9 @@ def candidates(predictor, path: Path) -> np.ndarray:
                 predictor.set_image(read_image(inst.image_path))
                 current = inst.image_path
             point = np.array([farthest_interior_point(inst.gt)], np.float32)
-            logits, scores, low = predictor.predict(point, np.array([1]), multimask_output=True, return_logits=True)
-            rows.append([[scores[k], np.nan_to_num(stability_score_np(low[k], 0.0, 1.0)), (logits[k] > 0).mean(),
-                          iou(logits[k] > 0, inst.gt, inst.ignore)] for k in range(len(scores))])
+            masks, scores, low = predictor.predict(point, np.array([1]), multimask_output=True)
+            rows.append([[scores[k], np.nan_to_num(stability_score_np(low[k], predictor.mask_threshold, 1.0)),
+                          masks[k].mean(), iou(masks[k], inst.gt, inst.ignore)] for k in range(len(scores))])
     return np.array(rows, np.float64)
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,10 +193,6 @@ def test_grabcut_baseline_repeats_itself_whatever_opencvs_rng_did_before():
 def test_candidate_choice_script_scores_pick_rules_against_the_truth(tmp_path):
     """scripts/candidate_choice.py (the card's "Choosing among the candidates"): SAM's rule is the
     reference row, the oracle is never below it, and every rule's row parses."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     data = _scene_folder(tmp_path / "scenes", n=4)
     script = Path(__file__).resolve().parent.parent / "scripts" / "candidate_choice.py"
     out = subprocess.run([sys.executable, str(script), str(data), "--flip"], capture_output=True, text=True,

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from helpers import randomize_  # noqa: E402
 from promptseg import Predictor, build_model, read_image, sample_image_path  # noqa: E402
-from promptseg.runtime import tune_allocator  # noqa: E402
+from promptseg.cpu import tune_allocator  # noqa: E402
 
 
 def main() -> None:

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from helpers import randomize_  # noqa: E402
 from promptseg import MaskGenerator, read_image, sample_image_path  # noqa: E402
+from promptseg.cpu import tune_allocator  # noqa: E402
 from promptseg.model import get_config  # noqa: E402
-from promptseg.runtime import tune_allocator  # noqa: E402
 
 SETTINGS = {
     "thresholds at 0": dict(pred_iou_thresh=0.0, stability_score_thresh=0.0),

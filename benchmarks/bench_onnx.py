@@ -24,9 +24,9 @@ import torch
 from PIL import Image
 
 from promptseg import Predictor, default_model, read_image, sample_image_path
+from promptseg.cpu import tune_allocator
 from promptseg.export import OnnxPredictor, export_model
 from promptseg.model import get_config
-from promptseg.runtime import tune_allocator
 
 
 def build(name: str):

@@ -24,7 +24,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from promptseg import Predictor, default_model, read_image, sample_image_path  # noqa: E402
-from promptseg.server import webruntime  # noqa: E402
+from promptseg.server import ort_web  # noqa: E402
 from server_helpers import running_server  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def main() -> None:
         pred.predict(np.array([[x, y]]), np.array([1]))
         direct.append(time.perf_counter() - t0)
 
-    runtime = webruntime.find()
+    runtime = ort_web.find()
     with running_server("--web-runtime", str(runtime) if runtime else "off") as (url, _), \
             httpx.Client(base_url=url, timeout=120) as c:
         t0 = time.perf_counter()

@@ -25,9 +25,9 @@ from PIL import Image
 
 from promptseg import MaskGenerator, Predictor, build_model, read_image, sample_image_path
 from promptseg.checkpoints import default_checkpoint
+from promptseg.cpu import tune_allocator
+from promptseg.predict.flip import FlipPredictor
 from promptseg.refine import refine_mask
-from promptseg.runtime import tune_allocator
-from promptseg.tta import FlipPredictor
 
 
 def timed(fn, n: int) -> list[float]:

@@ -14,6 +14,18 @@ from helpers import randomize_  # noqa: E402
 from promptseg import Predictor, build_model, read_image, sample_image_path  # noqa: E402
 from promptseg.model import ViTConfig  # noqa: E402
 
+KINDS = ("unit", "parity", "integration")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each test is marked with its kind, the name of its folder (tests/unit, tests/parity,
+    tests/integration), so `-m unit` selects the quick tier."""
+    for item in items:
+        kind = Path(str(item.fspath)).parent.name
+        if kind in KINDS:
+            item.add_marker(getattr(pytest.mark, kind))
+
+
 SMALL = ViTConfig(embed_dim=96, depth=2, num_heads=4, global_attn_indexes=(1,))
 
 

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
 import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]  # the repository's root
 
 
 def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -44,3 +53,51 @@ def agreement(a, b) -> float:
     a, b = torch.as_tensor(a), torch.as_tensor(b)
     assert a.shape == b.shape, (a.shape, b.shape)
     return (a == b).float().mean().item()
+
+
+def run(*args, env=None, timeout=300):
+    """`promptseg ARGS` as a user runs it, in a subprocess; the completed process."""
+    return subprocess.run(
+        [sys.executable, "-m", "promptseg.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def scene_folder(root, n=3):
+    """A benchmark-style folder (images/ + masks/) from synthetic scenes: the largest object."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    from promptseg.train.synth import SceneGenerator
+
+    gen = SceneGenerator(77)
+    for i in range(n):
+        img, masks, kinds = gen.scene(i)
+        objs = [m for m, k in zip(masks, kinds) if k == "object"]
+        m = max(objs, key=lambda a: a.sum())
+        Image.fromarray(img).save(root / "images" / f"s{i}.jpg", quality=95)
+        out = np.where(m, 255, 0).astype(np.uint8)
+        if i == 0:  # a GrabCut-style ignored band around the object
+            import cv2
+
+            band = cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) & ~m
+            out[band.astype(bool)] = 128
+        Image.fromarray(out).save(root / "masks" / f"s{i}.png")
+    return root
+
+
+def segment_twice(tmp_path, photo, box: str, refine: str, *extra):
+    """`segment` with the box, unrefined and with --refine (its summary checked): both masks."""
+    import json
+
+    plain = run("segment", photo, "--box", box, "--refine", "none", "-o", tmp_path / "plain.png", "--json")
+    refined = run("segment", photo, "--box", box, "--refine", refine, "-o", tmp_path / "refined.png", *extra, "--json")
+    assert plain.returncode == 0 and refined.returncode == 0, refined.stderr
+    summary = json.loads(refined.stdout)
+    assert summary["refine"] == refine and summary["seconds"]["refine"] > 0
+    a = np.asarray(Image.open(tmp_path / "plain.png")) > 0
+    b = np.asarray(Image.open(tmp_path / "refined.png")) > 0
+    assert b.sum() == summary["masks"][0]["area"] > 0
+    return a, b

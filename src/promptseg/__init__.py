@@ -9,8 +9,13 @@ __version__ = "0.1.0"
 
 _WHERE = {
     "MaskGenerator": "everything",
-    "FlipPredictor": "tta",
-    "Predictor": "predictor",
+    "FlipPredictor": "predict",
+    "ImageState": "predict",
+    "OnnxPredictor": "predict",
+    "Predictor": "predict",
+    "PromptPredictor": "predict",
+    "load_model": "checkpoints",
+    "load_predictor": "predict",
     "build_model": "checkpoints",
     "default_model": "checkpoints",
     "download": "checkpoints",

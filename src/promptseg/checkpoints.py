@@ -5,70 +5,71 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import sys
 import urllib.error
 import urllib.request
 import zipfile
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import torch
 
 from .model import CONFIGS, Sam, get_config
+from .progress import progress
+from .weights import DEFAULT_WEIGHTS, SETTINGS_KEY, WeightsSettings, downloadable
+from .weights import names as weights_names
+from .weights import resolve as resolve_weights
 
-OFFICIAL_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
-
-
-@dataclass(frozen=True)
-class KnownWeights:
-    model_type: str
-    filename: str
-    size: int
-    sha256: str
-
-    @property
-    def url(self) -> str:
-        return OFFICIAL_BASE_URL + self.filename
-
-
-# Meta publishes no checksums; these sizes and hashes agree across independent mirrors.
-OFFICIAL_WEIGHTS: dict[str, KnownWeights] = {
-    "vit_h": KnownWeights(
-        "vit_h",
-        "sam_vit_h_4b8939.pth",
-        2_564_550_879,
-        "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
-    ),
-    "vit_l": KnownWeights(
-        "vit_l",
-        "sam_vit_l_0b3195.pth",
-        1_249_524_607,
-        "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
-    ),
-    "vit_b": KnownWeights(
-        "vit_b",
-        "sam_vit_b_01ec64.pth",
-        375_042_383,
-        "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
-    ),
-}
-
-
-DEFAULT_MODEL = "tiny"
+DEFAULT_MODEL = "tiny"  # the architecture of the default weights (weights.DEFAULT_WEIGHTS)
 
 
 def default_checkpoint() -> Path:
-    """The weights of the default model, shipped inside the package."""
-    return Path(__file__).parent / "weights" / f"{DEFAULT_MODEL}.safetensors"
+    """The weights file of the default model, shipped inside the package."""
+    return resolve_weights(DEFAULT_WEIGHTS).path(cache_dir())
 
 
 def default_model(device: str | torch.device = "cpu") -> Sam:
-    """The bundled default model (`tiny`) with its trained weights."""
+    """The bundled default model (`tiny`) with its trained weights and their settings."""
     path = default_checkpoint()
     if not path.is_file():
         raise FileNotFoundError(f"the bundled default model is missing ({path}); reinstall promptseg")
-    return build_model(DEFAULT_MODEL, checkpoint=path, device=device)
+    return build_model(DEFAULT_MODEL, checkpoint=path, device=device, settings=resolve_weights(DEFAULT_WEIGHTS).settings)
+
+
+def weights_file(name: str | None = None, checkpoint: str | os.PathLike | None = None) -> Path:
+    """The weights file that a model name (a registry name or an architecture) or a checkpoint
+    path names: the checkpoint, the bundled file, or a downloaded file's place in the cache
+    (which may not be there yet)."""
+    if checkpoint is not None:
+        return Path(checkpoint)
+    entry = resolve_weights(name)
+    return entry.path(cache_dir())
+
+
+def load_model(name: str | None = None, checkpoint: str | os.PathLike | None = None,
+               device: str | torch.device = "cpu") -> Sam:
+    """The model a user names: a checkpoint file (its architecture `name` or detected), else the
+    registry's weights of `name` (None: the bundled default), which must be bundled or downloaded."""
+    if checkpoint is not None:
+        arch = None if name is None else _architecture(name)
+        return build_model(arch, checkpoint=checkpoint, device=device)
+    if name in CONFIGS and name not in weights_names():
+        raise ValueError(f"{name} has no bundled or official weights; pass the trained ones with --checkpoint PATH")
+    entry = resolve_weights(name)
+    path = entry.path(cache_dir())
+    if not path.is_file():
+        if entry.bundled:
+            raise FileNotFoundError(f"the bundled weights {entry.name} are missing ({path}); reinstall promptseg")
+        raise FileNotFoundError(
+            f"no weights for {entry.name} in {cache_dir()}; run `promptseg download {entry.name}` or pass --checkpoint PATH"
+        )
+    return build_model(entry.architecture, checkpoint=path, device=device, settings=entry.settings)
+
+
+def _architecture(name: str) -> str:
+    """The architecture of a registry name, or `name` itself when it is one (e.g. `tiny_s8`)."""
+    if name in CONFIGS:
+        return name
+    return resolve_weights(name).architecture
 
 
 def cache_dir() -> Path:
@@ -89,37 +90,27 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _progress(total: int, start: int, label: str, quiet: bool):
-    """A rich progress bar on a terminal; None when quiet or piped."""
-    if quiet or not sys.stderr.isatty():
-        return None
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-    bar = Progress(
-        "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), transient=True
-    )
-    bar.start()
-    task = bar.add_task(label, total=total, completed=start)
-    return bar, task
-
-
 def download(
-    model_type: str,
+    name: str,
     dest_dir: str | os.PathLike | None = None,
     url: str | None = None,
     quiet: bool = False,
     timeout: float = 60.0,
 ) -> Path:
-    """Fetch an official checkpoint into the cache, resuming a partial file, and verify it.
+    """Fetch published weights (a registry name such as `vit_b.sa1b`, or `vit_b`) into the cache,
+    resuming a partial file, and verify them.
 
     The file is checked against its known size and SHA-256; a mismatching file is removed
     and ValueError raised. `url` overrides the published address (a mirror)."""
-    if model_type not in OFFICIAL_WEIGHTS:
-        raise ValueError(f"no official weights for {model_type!r}; choose one of {', '.join(OFFICIAL_WEIGHTS)}")
-    known = OFFICIAL_WEIGHTS[model_type]
+    try:
+        entry = resolve_weights(name)
+    except ValueError:
+        entry = None
+    if entry is None or entry.bundled:
+        raise ValueError(f"no official weights named {name!r}; choose one of {', '.join(downloadable())}")
     dest = Path(dest_dir) if dest_dir is not None else cache_dir()
-    return fetch_verified(url or known.url, dest / known.filename, known.size, known.sha256, quiet, timeout,
-                          what="the official one")
+    return fetch_verified(url or entry.url, dest / entry.filename, entry.size, entry.sha256, quiet, timeout,
+                          what="the published one")
 
 
 def fetch_verified(url: str, final: Path, size: int, sha256: str, quiet: bool = False, timeout: float = 60.0,
@@ -174,24 +165,17 @@ def _fetch(url: str, part: Path, have: int, total: int, quiet: bool, timeout: fl
         if have and response.status != 206:  # no range support: start over
             have = 0
         mode = "ab" if have else "wb"
-        bar = _progress(total, have, part.name.removesuffix(".part"), quiet)
-        try:
-            with open(part, mode) as f:
-                while True:
-                    try:
-                        chunk = response.read(1 << 20)
-                    except OSError as exc:
-                        raise ConnectionError(
-                            f"download of {url} was interrupted ({exc}); run it again to resume"
-                        ) from None
-                    if not chunk:
-                        break
-                    f.write(chunk)
-                    if bar:
-                        bar[0].update(bar[1], advance=len(chunk))
-        finally:
-            if bar:
-                bar[0].stop()
+        with progress(total, part.name.removesuffix(".part"), quiet, start=have, unit="bytes") as advance, \
+                open(part, mode) as f:
+            while True:
+                try:
+                    chunk = response.read(1 << 20)
+                except OSError as exc:
+                    raise ConnectionError(f"download of {url} was interrupted ({exc}); run it again to resume") from None
+                if not chunk:
+                    break
+                f.write(chunk)
+                advance(len(chunk))
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -284,17 +268,36 @@ def check_state_dict(state_dict: dict[str, torch.Tensor], model_type: str, sourc
     raise ValueError(f"{source} does not fit {model_type}: " + "; ".join(problems) + hint)
 
 
+def weights_settings(checkpoint: str | os.PathLike) -> WeightsSettings | None:
+    """The settings a weights file carries in its metadata (our .safetensors files), else None."""
+    path = Path(checkpoint)
+    if path.suffix != ".safetensors":
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            text = (f.metadata() or {}).get(SETTINGS_KEY)
+    except (SafetensorError, OSError):
+        return None
+    return None if text is None else WeightsSettings.from_metadata(text)
+
+
 def build_model(
     model_type: str | None = None,
     checkpoint: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
+    settings: WeightsSettings | None = None,
 ) -> Sam:
-    """Build a named model; with `checkpoint`, load its weights (strict) and detect the type if not given."""
+    """Build a named architecture; with `checkpoint`, load its weights (strict) and detect the
+    architecture if not given. The model's `weights_settings` are the file's own (its metadata),
+    else `settings` (None: SAM's defaults apply)."""
     if checkpoint is None:
         if model_type is None:
             raise ValueError("name a model type (vit_b, vit_l, vit_h) or pass a checkpoint to load")
         model = get_config(model_type).build()
         model.model_type = model_type
+        model.weights_settings = settings
         return model.to(device).eval()
     state_dict = load_state_dict(checkpoint)
     if model_type is None:
@@ -309,14 +312,16 @@ def build_model(
     model.load_state_dict(state_dict, strict=True, assign=True)
     model.reset_pixel_buffers()  # unsaved buffers were built on meta
     model.model_type = model_type
+    model.weights_settings = weights_settings(checkpoint) or settings
     return model.to(device).eval()
 
 
 def save_weights(
     model: Sam, path: str | os.PathLike, metadata: dict[str, str] | None = None, half: bool = False
 ) -> None:
-    """Save our own weights as safetensors, with string metadata (model type, provenance);
-    `half` stores floating tensors in fp16 (half the size; loading casts back to fp32)."""
+    """Save our own weights as safetensors, with string metadata (model type, provenance) and the
+    model's `weights_settings`, when it has them; `half` stores floating tensors in fp16 (half the
+    size; loading casts back to fp32)."""
     from safetensors.torch import save_file
 
     from .io import atomic_path
@@ -325,4 +330,7 @@ def save_weights(
     if half:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata or {})
+        meta = dict(metadata or {})
+        if getattr(model, "weights_settings", None) is not None:
+            meta.setdefault(SETTINGS_KEY, model.weights_settings.to_metadata())
+        save_file(tensors, str(tmp), metadata=meta)

@@ -17,11 +17,12 @@ import torch
 
 from . import masks as M
 from .io import ImageLike, read_image
-from .model import Sam
+from .predict.contract import PromptPredictor
+from .predict.loader import as_predictor
+from .predict.state import ImageState
 
 if TYPE_CHECKING:
-    from .export.runtime import OnnxPredictor
-from .predictor import Predictor
+    from .model import Sam
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
@@ -65,15 +66,10 @@ class _Found:
         return len(self.rles)
 
 
-SAM_GENERATOR_DEFAULTS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
-
-
-def generator_defaults(model: Sam) -> dict[str, float]:
-    """Everything-mode thresholds for a model: its configuration's, else SAM's."""
-    from .model.configs import CONFIGS
-
-    cfg = CONFIGS.get(getattr(model, "model_type", None) or "")
-    return {**SAM_GENERATOR_DEFAULTS, **dict(getattr(cfg, "generator_defaults", ()))}
+def generator_defaults(model: Sam | PromptPredictor) -> dict[str, float]:
+    """Everything-mode thresholds chosen for a model's weights (SAM's 0.88 / 0.95 when its
+    weights carry none)."""
+    return as_predictor(model).settings.generator_defaults
 
 
 class MaskGenerator:
@@ -91,7 +87,7 @@ class MaskGenerator:
 
     def __init__(
         self,
-        model: Sam | Predictor | OnnxPredictor,
+        model: Sam | PromptPredictor,
         points_per_side: int | None = 32,
         points_per_batch: int = 64,
         pred_iou_thresh: float | None = None,
@@ -127,14 +123,14 @@ class MaskGenerator:
                 raise ValueError(
                     f"point_grids needs one grid per crop layer ({crop_n_layers + 1}), got {len(point_grids)}"
                 )
-        # None: the model's own defaults (SAM's 0.88 / 0.95 for the ViT models; the tiny model's
-        # IoU head is calibrated on its weaker masks, see its config)
-        defaults = generator_defaults(model)
+        # a Sam model runs through the torch predictor; any predictor serves as it is
+        self.predictor = as_predictor(model)
+        # None: the defaults chosen for the model's weights (SAM's 0.88 / 0.95 for Meta's; the
+        # bundled model's IoU head is calibrated on its weaker masks, see promptseg.weights)
+        defaults = self.predictor.settings.generator_defaults
         pred_iou_thresh = defaults["pred_iou_thresh"] if pred_iou_thresh is None else pred_iou_thresh
         if stability_score_thresh is None:
             stability_score_thresh = defaults["stability_score_thresh"]
-        # a Sam model runs through our Predictor; a predictor (ours or `export.OnnxPredictor`) serves as it is
-        self.predictor = model if hasattr(model, "decode_points") else Predictor(model)
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
@@ -147,18 +143,16 @@ class MaskGenerator:
         self.output_mode = output_mode
 
     @torch.inference_mode()
-    def generate(self, image: ImageLike, image_state=None) -> list[dict[str, Any]]:
+    def generate(self, image: ImageLike, image_state: ImageState | None = None) -> list[dict[str, Any]]:
         """Records with `segmentation`, `area`, `bbox` (XYWH), `predicted_iou`, `point_coords`,
         `stability_score` and `crop_box` (XYWH), one per mask found.
 
         `image_state`: this image already embedded by this model (a predictor's `image_state`
         after `set_image(image)`); the whole-image layer then uses it instead of embedding again."""
         image = read_image(image)
-        # a FlipPredictor's state is the pair (image, mirror image)
-        embedded = image_state[0] if isinstance(image_state, tuple) else image_state
-        if embedded is not None and tuple(embedded.original_size) != tuple(image.shape[:2]):
+        if image_state is not None and tuple(image_state.original_size) != tuple(image.shape[:2]):
             raise ValueError(
-                f"image_state was embedded from a {tuple(embedded.original_size)} image, but this image is "
+                f"image_state was embedded from a {tuple(image_state.original_size)} image, but this image is "
                 f"{tuple(image.shape[:2])}; pass the state of this image or none"
             )
         found = self._generate(image, image_state)
@@ -203,7 +197,7 @@ class MaskGenerator:
             self.predictor.image_state = image_state
         else:
             self.predictor.set_image(crop_image)
-        state = self.predictor._require_image()
+        state = self.predictor.image_state
         points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
         found = _Found.concat(
             [
@@ -237,7 +231,7 @@ class MaskGenerator:
         # Bring survivors to full size one at a time: memory stays at one mask, whatever the image.
         kept, boxes, stabilities, rles = [], [], [], []
         for i in keep.tolist():
-            logits = pred._postprocess_numpy(low_res[i : i + 1, None], state, True)[0, 0]
+            logits = pred.postprocess(low_res[i : i + 1, None], state, True)[0, 0]
             stab = M.stability_score_np(logits, threshold, offset)
             if self.stability_score_thresh > 0.0 and not stab >= self.stability_score_thresh:
                 continue

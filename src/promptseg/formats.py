@@ -69,3 +69,22 @@ def write_png_masks(records: list[dict], folder: Path) -> list[str]:
         write_mask_png(mask, folder / name)
         names.append(name)
     return names
+
+
+def merge_coco(parts: list[tuple[int, Path]], path: Path) -> None:
+    """One COCO instances file at `path` from per-image SA-1B JSON files, `parts` as (image id,
+    file) in order; missing files (images not done) are left out."""
+    import json
+
+    from .io import write_json
+
+    images, annotations = [], []
+    for image_id, part in parts:
+        if not part.exists():
+            continue
+        doc = json.loads(part.read_text())
+        info = doc["image"]
+        images.append({"id": image_id, "file_name": info["file_name"], "width": info["width"], "height": info["height"]})
+        for ann in doc["annotations"]:
+            annotations.append(annotation(ann, len(annotations) + 1, image_id))
+    write_json(coco_json(images, annotations), path)

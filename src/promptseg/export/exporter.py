@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..model import Sam
+from ..weights import SETTINGS_KEY
 from .graphs import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, DecoderGraph, EncoderGraph
 
 DEFAULT_OPSET = 17
@@ -20,7 +21,9 @@ def model_metadata(sam: Sam) -> dict[str, str]:
     from .. import __version__
 
     g = sam.prompt_encoder.image_embedding_size
+    settings = {} if sam.weights_settings is None else {SETTINGS_KEY: sam.weights_settings.to_metadata()}
     return {
+        **settings,
         "promptseg_version": __version__,
         "model_type": str(sam.model_type or "custom"),
         "img_size": str(sam.img_size),
@@ -155,3 +158,22 @@ def quantize_int8(src: Path, dst: Path, meta: dict[str, str]) -> Path:
         root.setLevel(level)
     _set_metadata(dst, {**meta, "quantization": "int8-dynamic"})
     return dst
+
+
+def cached_export(name: str | None = None, checkpoint: str | Path | None = None, precision: str = "fp32") -> Path:
+    """The folder of `encoder.onnx` / `decoder.onnx` for the model a user names (as
+    `checkpoints.load_model` takes it), exported once into the cache under a key of its weights
+    file (path, size, time) and of this version; `precision` "int8" also writes the quantized pair."""
+    import hashlib
+
+    from .. import __version__
+    from ..checkpoints import cache_dir, load_model, weights_file
+
+    weights = weights_file(name, checkpoint)
+    stat = weights.stat() if weights.is_file() else None
+    key = f"{name}|{weights.resolve()}|{stat and (stat.st_size, stat.st_mtime_ns)}|{__version__}"
+    folder = cache_dir() / "onnx" / f"{name or 'default'}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    suffix = ".int8.onnx" if precision == "int8" else ".onnx"
+    if not all((folder / f"{n}{suffix}").is_file() for n in ("encoder", "decoder")):
+        export_model(load_model(name, checkpoint), folder, quantize="int8" if precision == "int8" else None)
+    return folder

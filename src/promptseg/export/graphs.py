@@ -54,13 +54,13 @@ class DecoderGraph(nn.Module):
         self.register_buffer("label_table", table.detach().clone(), persistent=False)  # labels -1..3
         self.register_buffer("image_pe", pe.get_dense_pe().detach().clone(), persistent=False)
 
-    def _sparse(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def sparse_embedding(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         pe = self.sam.prompt_encoder
         enc = pe.pe_layer.forward_with_coords(coords + 0.5, pe.input_image_size)
         enc = torch.where((labels == -1).unsqueeze(-1), 0.0, enc)
         return enc + self.label_table[(labels + 1).clamp(0, 4).long()]
 
-    def _dense(self, coords, labels, mask_input, has_mask_input) -> torch.Tensor:
+    def dense_embedding(self, coords, labels, mask_input, has_mask_input) -> torch.Tensor:
         pe = self.sam.prompt_encoder
         has = has_mask_input.reshape(-1, 1, 1, 1)
         if pe.draw_prompts:  # the model was trained with its prompts drawn into the mask input
@@ -70,17 +70,21 @@ class DecoderGraph(nn.Module):
         no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
         return has * pe.mask_downscaling(mask_input) + (1 - has) * no_mask
 
-    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input, orig_im_size):
+    def answer(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
+        """The decoder's low-res logits and IoU predictions of all four mask tokens."""
         labels = point_labels.float()
-        sparse = self._sparse(point_coords, labels)
-        dense = self._dense(point_coords, labels, mask_input, has_mask_input)
-        low_res, iou = self.sam.mask_decoder.predict_masks(image_embeddings, self.image_pe, sparse, dense)
+        sparse = self.sparse_embedding(point_coords, labels)
+        dense = self.dense_embedding(point_coords, labels, mask_input, has_mask_input)
+        return self.sam.mask_decoder.predict_masks(image_embeddings, self.image_pe, sparse, dense)
+
+    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input, orig_im_size):
+        low_res, iou = self.answer(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
         if self.return_single_mask:
-            low_res, iou = self._select(low_res, iou, point_coords.shape[1])
-        return self._full_size(low_res, orig_im_size), iou, low_res
+            low_res, iou = self.select_single_mask(low_res, iou, point_coords.shape[1])
+        return self.to_full_size(low_res, orig_im_size), iou, low_res
 
     @staticmethod
-    def _select(low_res: torch.Tensor, iou: torch.Tensor, num_points) -> tuple[torch.Tensor, torch.Tensor]:
+    def select_single_mask(low_res: torch.Tensor, iou: torch.Tensor, num_points) -> tuple[torch.Tensor, torch.Tensor]:
         """One click (with its padding point): the best of the three candidates; more prompts:
         the single-mask token."""
         bias = torch.tensor([1000.0, 0.0, 0.0, 0.0], device=iou.device) * (num_points - 2.5)
@@ -88,7 +92,7 @@ class DecoderGraph(nn.Module):
         rows = torch.arange(iou.shape[0], device=iou.device)
         return low_res[rows, best].unsqueeze(1), iou[rows, best].unsqueeze(1)
 
-    def _full_size(self, low_res: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
+    def to_full_size(self, low_res: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
         size = self.sam.img_size
         up = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
         hw = orig_im_size.to(torch.float64)  # rounded in double, as `preprocess_shape` rounds

@@ -82,12 +82,6 @@ class TinyConfig:
     decoder_mlp_dim: int = 2048
     # first prompts are also drawn as the mask input (see PromptEncoder.draw_prompts)
     draw_prompts: bool = True
-    # Everything-mode thresholds for these weights, chosen by scripts/choose_everything_thresholds.py
-    # (best F1 of kept masks against annotated ones, on synthetic training scenes and BSDS500
-    # training photos): its IoU head predicts low values and its logits are small, so the IoU
-    # threshold sits far below SAM's 0.88, and a stability filter at SAM's offset cost more found
-    # objects than it removed wrong masks: not used.
-    generator_defaults: tuple[tuple[str, float], ...] = (("pred_iou_thresh", 0.5), ("stability_score_thresh", 0.0))
 
     def build(self) -> Sam:
         encoder = TinyEncoder(

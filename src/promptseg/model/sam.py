@@ -29,7 +29,10 @@ class Sam(nn.Module):
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
         self.pixel_stats = (tuple(pixel_mean), tuple(pixel_std))
-        self.model_type: str | None = None
+        self.model_type: str | None = None  # the architecture's name, set by the loader
+        # settings chosen for the loaded weights (promptseg.weights.WeightsSettings), set by the
+        # loader; None: SAM's defaults
+        self.weights_settings: Any = None
         self.reset_pixel_buffers()
 
     def reset_pixel_buffers(self) -> None:

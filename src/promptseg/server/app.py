@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
@@ -30,12 +30,11 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
 from .. import masks as M
-from ..everything import MaskGenerator, generator_defaults
+from ..everything import MaskGenerator
 from ..io import SAMPLES, read_image, sample_image_path
 from ..model import Sam
-from ..predictor import ImageState, Predictor
+from ..predict import FlipPredictor, ImageState, Predictor, PromptPredictor, load_predictor
 from ..refine import REFINERS, answer_masks
-from ..tta import FlipPredictor
 
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 MAX_POINTS = 64
@@ -50,22 +49,20 @@ class ServerSettings:
     max_json_bytes: int = 2**20
     # onnxruntime-web's files: when set, the page can decode prompts in the browser
     web_runtime: Path | None = None
-    # answer prompts averaged with the mirror image's answers (promptseg.tta.FlipPredictor): each
+    # answer prompts averaged with the mirror image's answers (promptseg.predict.FlipPredictor): each
     # image is embedded twice, and the page decodes on the server (the browser has one embedding)
     flip: bool = False
 
 
 @dataclass
-class Entry:
+class CachedImage:
     image: np.ndarray
-    state: ImageState
+    state: ImageState  # with the mirror image's, when the server averages with it
     logits: OrderedDict[str, np.ndarray] = field(default_factory=OrderedDict)
-    mirror: ImageState | None = None  # the mirror image's embedding, when the server averages with it
 
     @property
     def nbytes(self) -> int:
-        embedded = self.state.features.numel() * 4 * (1 if self.mirror is None else 2)
-        return self.image.nbytes + embedded + sum(a.nbytes for a in self.logits.values())
+        return self.image.nbytes + self.state.nbytes + sum(a.nbytes for a in self.logits.values())
 
 
 class ImageCache:
@@ -73,15 +70,15 @@ class ImageCache:
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
-        self.entries: OrderedDict[str, Entry] = OrderedDict()
+        self.entries: OrderedDict[str, CachedImage] = OrderedDict()
 
-    def get(self, image_id: str) -> Entry | None:
+    def get(self, image_id: str) -> CachedImage | None:
         entry = self.entries.get(image_id)
         if entry is not None:
             self.entries.move_to_end(image_id)
         return entry
 
-    def put(self, image_id: str, entry: Entry) -> None:
+    def put(self, image_id: str, entry: CachedImage) -> None:
         self.entries[image_id] = entry
         self.entries.move_to_end(image_id)
         self.trim()
@@ -102,9 +99,10 @@ class SegmentRequest(BaseModel):
     mask_input: str | None = Field(None, pattern=r"^[0-9a-f]{32}$", description="a `logits` handle of an earlier answer")
     multimask_output: bool = True
     mask_format: Literal["coco_rle", "rle", "png"] = "coco_rle"
-    refine: Literal[REFINERS] | None = Field(None, description="refine each mask: zoom (the model looks again at a crop "
-                                              "around the answer), grabcut (GrabCut seeded by the answer and the "
-                                              "prompts), or zoom+grabcut; scores stay the model's")
+    refine: Literal[(*REFINERS, "none")] | None = Field(
+        None, description="refine each mask: zoom (the model looks again at a crop around the answer), grabcut "
+        "(GrabCut seeded by the answer and the prompts), zoom+grabcut, or none; unset, the default chosen for "
+        "the model's weights (`refine` in /v1/models); scores stay the model's")
 
 
 class EverythingRequest(BaseModel):
@@ -151,9 +149,20 @@ def decode_upload(data: bytes, settings: ServerSettings) -> np.ndarray:
         raise HTTPException(400, f"the image could not be decoded ({exc}); is the file complete?") from None
 
 
-def create_app(model: Sam, settings: ServerSettings | None = None) -> FastAPI:
+def create_app(model: Sam | PromptPredictor, settings: ServerSettings | None = None) -> FastAPI:
+    """The app for a model, or a torch predictor (`load_predictor(...)`, mirror-averaging or not)."""
     settings = settings or ServerSettings()
-    predictor = FlipPredictor(Predictor(model)) if settings.flip else Predictor(model)
+    if isinstance(model, Sam):
+        predictor = load_predictor(model, flip=settings.flip)
+    elif settings.flip and not isinstance(model, FlipPredictor):
+        predictor = FlipPredictor(model)
+    else:
+        predictor = model
+    plain = predictor.predictor if isinstance(predictor, FlipPredictor) else predictor
+    if not isinstance(plain, Predictor):
+        raise ValueError("the server runs the torch backend; pass a Sam model or a torch Predictor")
+    settings = replace(settings, flip=isinstance(predictor, FlipPredictor))
+    model = plain.model
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptseg-model")
     cache = ImageCache(settings.cache_bytes)
     pending: dict[str, asyncio.Future] = {}
@@ -190,15 +199,12 @@ def create_app(model: Sam, settings: ServerSettings | None = None) -> FastAPI:
         except Exception as exc:  # one bad request never takes the server down
             return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
 
-    def embed(image: np.ndarray) -> Entry:
+    def embed(image: np.ndarray) -> CachedImage:
         predictor.set_image(image)
         stats["embeddings"] += 1
-        if settings.flip:
-            state, mirror = predictor.image_state
-            return Entry(image, state, mirror=mirror)
-        return Entry(image, predictor.image_state)
+        return CachedImage(image, predictor.image_state)
 
-    async def embedded(image_id: str, image: np.ndarray) -> tuple[Entry, bool]:
+    async def embedded(image_id: str, image: np.ndarray) -> tuple[CachedImage, bool]:
         """The cached entry for an image, embedding it once however many clients ask at once."""
         entry = cache.get(image_id)
         if entry is not None:
@@ -219,7 +225,7 @@ def create_app(model: Sam, settings: ServerSettings | None = None) -> FastAPI:
         finally:
             del pending[image_id]
 
-    def lookup(image_id: str) -> Entry:
+    def lookup(image_id: str) -> CachedImage:
         entry = cache.get(image_id)
         if entry is None:
             raise HTTPException(404, f"no image with id {image_id!r}; upload it with POST /v1/images (it may have been evicted)")
@@ -263,7 +269,8 @@ def create_app(model: Sam, settings: ServerSettings | None = None) -> FastAPI:
             "image_size": model.img_size,
             "embedding_shape": [1, pe.embed_dim, *pe.image_embedding_size],
             "mask_input_size": list(pe.mask_input_size),
-            "generator_defaults": generator_defaults(model),
+            "generator_defaults": predictor.settings.generator_defaults,
+            "refine": predictor.settings.refine,
             "mask_threshold": float(model.mask_threshold),
             "browser_decoding": settings.web_runtime is not None and not settings.flip,
             "flip": settings.flip,
@@ -311,12 +318,14 @@ def create_app(model: Sam, settings: ServerSettings | None = None) -> FastAPI:
         labels = np.array(req.point_labels) if req.point_labels is not None else None
         box = np.array(req.box) if req.box is not None else None
 
+        refine = predictor.settings.refine if req.refine is None else None if req.refine == "none" else req.refine
+
         def work():
-            predictor.image_state = (entry.state, entry.mirror) if settings.flip else entry.state
+            predictor.image_state = entry.state
             t0 = time.perf_counter()
             logits, scores, low_res = predictor.predict(coords, labels, box, None if mask_input is None else mask_input[None],
                                                         multimask_output=req.multimask_output, return_logits=True)
-            masks = answer_masks(logits, predictor.mask_threshold, req.refine, entry.image, coords, labels, box,
+            masks = answer_masks(logits, predictor.mask_threshold, refine, entry.image, coords, labels, box,
                                  predictor)
             return (masks, scores, low_res), time.perf_counter() - t0
 
@@ -349,7 +358,7 @@ def create_app(model: Sam, settings: ServerSettings | None = None) -> FastAPI:
 
         def work():
             t0 = time.perf_counter()
-            generator = MaskGenerator(model, output_mode="uncompressed_rle", **options)
+            generator = MaskGenerator(plain, output_mode="uncompressed_rle", **options)  # never mirror-averaged
             records = generator.generate(entry.image, image_state=entry.state)  # no second embedding
             return records, time.perf_counter() - t0
 

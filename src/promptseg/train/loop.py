@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..progress import progress
 from .recipe import RecipeOptions, simulate
 
 
@@ -307,11 +308,10 @@ def train(cfg: TrainConfig, resume: bool = True, quiet: bool = False, max_steps:
             w.writerows(rows)
     end = cfg.steps if max_steps is None else min(cfg.steps, start + max_steps)
     autocast = cfg.device.startswith("cuda")
-    progress = _progress(quiet, start, cfg.steps)
     recent: list[dict] = []
     path = out / "last.safetensors"
     step = start
-    try:
+    with progress(cfg.steps, "training", quiet, start=start, info="") as advance:
         for step in range(start, end):
             t0 = time.perf_counter()
             rng = np.random.default_rng([cfg.seed, step])
@@ -340,40 +340,10 @@ def train(cfg: TrainConfig, resume: bool = True, quiet: bool = False, max_steps:
             with open(log_path, "a", newline="") as f:
                 csv.DictWriter(f, LOG_FIELDS).writerow({k: row.get(k, "") for k in LOG_FIELDS})
             recent = (recent + [row])[-50:]
-            if progress is not None:
-                progress.update(step + 1, recent)
+            loss_now, iou_now = np.mean([r["loss"] for r in recent]), np.mean([r["iou_last"] for r in recent])
+            advance(completed=step + 1, info=f"loss {loss_now:.3f}  IoU {iou_now:.3f}")
             if (step + 1) % cfg.save_every == 0 or step + 1 == end:
                 metrics = {k: float(np.mean([r[k] for r in recent])) for k in ("loss", "iou_first", "iou_last")}
                 path = save_checkpoint(model, optimizer, step + 1, cfg, out, metrics)
                 plot_log(log_path, out / "curves.png")
-    finally:
-        if progress is not None:
-            progress.close()
     return path
-
-
-class _progress:
-    """A rich progress bar with the running loss and IoU; None-like when quiet or piped."""
-
-    def __new__(cls, quiet: bool, start: int, total: int):
-        import sys
-
-        if quiet or not sys.stderr.isatty():
-            return None
-        return super().__new__(cls)
-
-    def __init__(self, quiet: bool, start: int, total: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                            TextColumn("{task.fields[info]}"), transient=False)
-        self.bar.start()
-        self.task = self.bar.add_task("train", total=total, completed=start, info="")
-
-    def update(self, done: int, recent: list[dict]) -> None:
-        loss = np.mean([r["loss"] for r in recent])
-        iou = np.mean([r["iou_last"] for r in recent])
-        self.bar.update(self.task, completed=done, info=f"loss {loss:.3f}  IoU {iou:.3f}")
-
-    def close(self) -> None:
-        self.bar.stop()

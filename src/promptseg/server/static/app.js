@@ -101,6 +101,7 @@ api("/v1/models").then(([info]) => {
   LOCAL.available = Boolean(info.browser_decoding);
   $("local-group").hidden = !LOCAL.available;
   $("local").checked = LOCAL.available;
+  if (info.refine) $("refine").value = info.refine;  // the refinement chosen for the model's weights
 });
 $("local").addEventListener("change", () => { if (S.points.length || S.box) update(); });
 $("refine").addEventListener("change", () => { if (S.points.length || S.box) update(); });
@@ -116,14 +117,14 @@ function prompts() {
     body.point_labels = S.points.map((p) => p.label);
   }
   if (S.box) body.box = S.box;
-  if ($("refine").value) body.refine = $("refine").value;  // done on the server, which has the image
+  body.refine = $("refine").value;  // done on the server, which has the image ("none": off)
   // Like SAM's own demo, every answer comes from the prompts alone (no previous logits as
   // mask input): undo and candidate switching then always mean the same thing.
   return body;
 }
 
 async function segment(body) {
-  if (localOn() && !body.refine) return localSegment(body);
+  if (localOn() && body.refine === "none") return localSegment(body);
   const res = await api(`/v1/images/${S.id}/segment`, {
     method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
   });
@@ -321,7 +322,8 @@ async function hover(p) {
     while (S.hoverPending) {
       const q = S.hoverPending;
       S.hoverPending = null;
-      const ans = await segment({ point_coords: [[q.x, q.y]], point_labels: [1], multimask_output: true, mask_format: "rle" });
+      const ans = await segment({ point_coords: [[q.x, q.y]], point_labels: [1], multimask_output: true,
+                                  mask_format: "rle", refine: "none" });  // previews stay unrefined
       if (!S.points.length && !S.box && !S.everything) {
         S.preview = ans.masks[ans.best];
         draw();

@@ -1,0 +1,25 @@
+"""`promptseg download`: published weights into the cache, verified."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import fail
+
+
+def download(
+    model: str = typer.Argument(..., help="Published weights: vit_b, vit_l, vit_h (or vit_b.sa1b, ...)."),
+    dest: Path | None = typer.Option(None, "--dest", help="Folder (default: the cache, $PROMPTSEG_HOME)."),
+    url: str | None = typer.Option(None, "--url", help="Fetch from this mirror instead of the published URL."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Fetch published weights (Meta's checkpoints), resume a partial download, and verify size and SHA-256."""
+    from ..checkpoints import download as fetch
+
+    try:
+        path = fetch(model, dest_dir=dest, url=url, quiet=quiet)
+    except (ValueError, ConnectionError, OSError) as exc:
+        fail(str(exc))
+    typer.echo(str(path))

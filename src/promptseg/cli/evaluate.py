@@ -1,0 +1,98 @@
+"""`promptseg eval`: a model scored with the field's protocols beside classical baselines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import (
+    BACKEND_HELP,
+    FLIP_HELP,
+    MODEL_HELP,
+    REFINE_HELP,
+    UserError,
+    check_backend,
+    check_refine,
+    user_errors,
+)
+
+
+def evaluate(
+    data: list[Path] = typer.Argument(..., help="Datasets: images/+masks/ folders (or a folder of them), "
+                                      "SA-1B folders, COCO instances .json files."),
+    model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file to evaluate."),
+    protocols: str = typer.Option("box,click,noc", "--protocols", help="Any of box, click, noc."),
+    baselines: str = typer.Option("grabcut,random-walker", "--baselines",
+                                  help="Classical baselines on the same instances: grabcut, random-walker, "
+                                  "grabcut-clicks (GrabCut seeded by the clicks alone, as --refine grabcut "
+                                  "without the model), or none."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="At most this many instances per dataset."),
+    every: int = typer.Option(1, "--every", min=1, help="Score every Nth instance (a uniform subset)."),
+    per_image: int = typer.Option(5, "--per-image", min=1, help="SA-1B/COCO: masks scored per image."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the full report as JSON."),
+    pictures: Path | None = typer.Option(None, "--pictures", help="Draw examples (prompts, masks) into this PNG."),
+    examples: int = typer.Option(2, "--examples", min=0, help="Examples per dataset in the picture."),
+    refine: str | None = typer.Option(None, "--refine", help=REFINE_HELP + " Scored as its own row, beside the model alone."),
+    flip: bool = typer.Option(False, "--flip", help=FLIP_HELP + " The model's rows are then named '... flip'."),
+    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
+    onnx_dir: Path | None = typer.Option(None, "--onnx-dir", help="Folder written by `promptseg export`."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Score a model with the field's protocols (1-click, box, NoC@85/90) beside classical baselines."""
+    from ..eval.datasets import load_dataset
+    from ..eval.methods import GrabCutClicksMethod, GrabCutMethod, RandomWalkerMethod, SamMethod
+    from ..eval.run import draw_examples, evaluate, table
+    from ..predict import load_predictor
+    from ..progress import progress, status
+
+    with user_errors():
+        chosen = {p.strip() for p in protocols.split(",") if p.strip()}
+        if not chosen or chosen - {"box", "click", "noc"}:
+            raise UserError(f"--protocols {protocols!r}: use any of box, click, noc")
+        names = {b.strip() for b in baselines.split(",") if b.strip()} - {"none"}
+        if names - {"grabcut", "random-walker", "grabcut-clicks"}:
+            raise UserError(f"--baselines {baselines!r}: use grabcut, random-walker, grabcut-clicks or none")
+        refine = check_refine(refine)
+        check_backend(backend)
+        datasets = [
+            (name, insts[::every]) for path in data for name, insts in load_dataset(path, per_image=per_image)
+        ]
+        if limit:
+            datasets = [(name, insts[:limit]) for name, insts in datasets]
+        with status("loading model", quiet):
+            predictor = load_predictor(model, checkpoint=checkpoint, backend=backend, flip=flip, onnx_dir=onnx_dir)
+    model_type = predictor.model_type
+    name = f"promptseg {model_type}" + ("" if backend == "torch" else f" {backend}") + (" flip" if flip else "")
+    methods = [SamMethod(predictor, name=name)]
+    if refine is not None:
+        plain = methods[0]
+        methods.append(SamMethod(plain.predictor, name=f"{plain.name} + {refine}", refine=refine, embedded_by=plain))
+    if "grabcut" in names:
+        methods.append(GrabCutMethod())
+    if "random-walker" in names:
+        methods.append(RandomWalkerMethod())
+    if "grabcut-clicks" in names:
+        methods.append(GrabCutClicksMethod())
+    errors: list[str] = []
+    total = sum(len(i) for _, i in datasets)
+    with progress(total, "evaluating", quiet) as advance:
+        report, shown = evaluate(datasets, methods, chosen, advance, keep=examples if pictures else 0, errors=errors)
+    source = str(onnx_dir or checkpoint or "") or ("bundled" if model in (None, "tiny") else "cached official weights")
+    report["model"] = {"type": model_type, "checkpoint": source, "backend": backend}
+    report["protocols"] = sorted(chosen)
+    report["refine"] = refine
+    report["flip"] = flip
+    report["errors"] = errors
+    typer.echo(table(report))
+    if output is not None:
+        from ..io import write_json
+
+        write_json(report, output)
+    if pictures is not None and shown:
+        draw_examples(shown, methods, pictures)
+    for e in errors:
+        typer.echo(f"skipped {e}", err=True)
+    if errors:
+        raise typer.Exit(1)

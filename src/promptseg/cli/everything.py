@@ -1,0 +1,88 @@
+"""`promptseg everything`: every object in each image, into SA-1B JSON, COCO or PNG masks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import BACKEND_HELP, FLIP_HELP, MODEL_HELP, check_backend, fail, user_errors
+
+
+def everything(
+    inputs: list[str] = typer.Argument(..., help="Image files, folders and glob patterns."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the results."),
+    fmt: str = typer.Option("sa1b", "--format", "-f", help="sa1b (JSON per image), coco (one file) or png."),
+    model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file."),
+    overlays: bool = typer.Option(True, "--overlay/--no-overlay", help="Write a picture of every mask per image."),
+    points_per_side: int = typer.Option(32, help="Grid of points_per_side^2 clicks."),
+    points_per_batch: int = typer.Option(64, help="Clicks decoded together."),
+    pred_iou_thresh: float | None = typer.Option(
+        None, help="Keep masks with a higher predicted IoU [default: the model's; 0.88 for SAM]."
+    ),
+    stability_score_thresh: float | None = typer.Option(
+        None, help="Keep masks at least this stable [default: the model's; 0.95 for SAM]."
+    ),
+    stability_score_offset: float = typer.Option(1.0, help="Logit offset of the stability score."),
+    box_nms_thresh: float = typer.Option(0.7, help="Box IoU above which duplicates are removed."),
+    crop_n_layers: int = typer.Option(0, help="Extra layers of overlapping crops."),
+    crop_nms_thresh: float = typer.Option(0.7, help="Box NMS threshold across crops."),
+    crop_overlap_ratio: float = typer.Option(512 / 1500, help="Overlap of neighbouring crops."),
+    crop_n_points_downscale_factor: int = typer.Option(1, help="Grid thinning per crop layer."),
+    min_mask_region_area: int = typer.Option(0, help="Remove holes and islands smaller than this (pixels)."),
+    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
+    onnx_dir: Path | None = typer.Option(None, "--onnx-dir", help="Folder written by `promptseg export`."),
+    flip: bool = typer.Option(False, "--flip", help=FLIP_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+) -> None:
+    """Find every object in each image; write SA-1B JSON, COCO JSON or PNG masks, and overlays.
+
+    Re-running skips images already done; unreadable images are reported, skipped, and make
+    the exit status non-zero."""
+    from ..engine import everything_job
+    from ..engine.local import FORMATS
+    from ..everything import MaskGenerator
+    from ..io import expand_inputs
+    from ..predict import load_predictor
+
+    if fmt not in FORMATS:
+        fail(f"--format must be sa1b, coco or png, got {fmt!r}")
+    paths, missing = expand_inputs(inputs)
+    if not paths:
+        fail(f"no image files found in {' '.join(inputs)}")
+    with user_errors():
+        check_backend(backend)
+        predictor = load_predictor(model, checkpoint=checkpoint, backend=backend, flip=flip, onnx_dir=onnx_dir)
+        generator = MaskGenerator(
+            predictor,
+            points_per_side=points_per_side,
+            points_per_batch=points_per_batch,
+            pred_iou_thresh=pred_iou_thresh,
+            stability_score_thresh=stability_score_thresh,
+            stability_score_offset=stability_score_offset,
+            box_nms_thresh=box_nms_thresh,
+            crop_n_layers=crop_n_layers,
+            crop_nms_thresh=crop_nms_thresh,
+            crop_overlap_ratio=crop_overlap_ratio,
+            crop_n_points_downscale_factor=crop_n_points_downscale_factor,
+            min_mask_region_area=min_mask_region_area,
+            output_mode="coco_rle",
+        )
+    summary = everything_job(generator, paths, output, fmt, overlays, quiet)
+    failures = [(m, "no such file, or the pattern matched nothing") for m in missing] + summary.failures
+    if not quiet:
+        typer.echo(
+            f"{len(paths)} images: {summary.done} segmented ({summary.masks} masks), {summary.skipped} already done, "
+            f"{len(failures)} failed; results in {output}",
+            err=True,
+        )
+    report_failures(failures)
+
+
+def report_failures(failures: list[tuple[str, str]]) -> None:
+    """One line per failed input on stderr, and a non-zero exit when there was any."""
+    for item, why in failures:
+        typer.echo(f"failed: {item}: {why}", err=True)
+    if failures:
+        raise typer.Exit(1)

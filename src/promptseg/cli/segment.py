@@ -1,0 +1,116 @@
+"""`promptseg segment`: masks for clicks and a box on one image."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from .common import (
+    BACKEND_HELP,
+    FLIP_HELP,
+    MODEL_HELP,
+    REFINE_HELP,
+    UserError,
+    check_backend,
+    check_refine,
+    parse_floats,
+    user_errors,
+)
+
+
+def segment(
+    image: Path = typer.Argument(..., help="Image file to segment."),
+    point: list[str] = typer.Option(
+        [], "--point", "-p", help="X,Y[,LABEL] in pixels; LABEL 1 foreground (default), 0 background. Repeatable."
+    ),
+    box: str | None = typer.Option(None, "--box", "-b", help="X0,Y0,X1,Y1 in pixels."),
+    model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file (.pth or .safetensors)."),
+    output: Path = typer.Option(Path("mask.png"), "--output", "-o", help="Mask PNG to write."),
+    overlay_path: Path | None = typer.Option(
+        None, "--overlay", help="Also write a picture of the mask over the image."
+    ),
+    multimask: bool = typer.Option(False, "--multimask", help="Write all three candidate masks (OUTPUT_0.png ...)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (files, scores, areas) on stdout."),
+    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
+    onnx_dir: Path | None = typer.Option(None, "--onnx-dir", help="Folder written by `promptseg export`."),
+    refine: str | None = typer.Option(
+        None, "--refine", help=REFINE_HELP + " [default: the one chosen for the model's weights: grabcut for the "
+        "bundled model, none for Meta's]"),
+    flip: bool = typer.Option(False, "--flip", help=FLIP_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+) -> None:
+    """Segment IMAGE from point and/or box prompts and write the mask as a PNG."""
+    from ..io import overlay, read_image, write_image, write_mask_png
+    from ..predict import load_predictor
+    from ..progress import status
+    from ..prompts import check_prompts
+    from ..refine import answer_masks
+
+    with user_errors():
+        points = [parse_floats(p, (2, 3), "--point") for p in point]
+        box_values = parse_floats(box, (4,), "--box") if box else None
+        if not points and box_values is None:
+            raise UserError("give at least one --point X,Y or a --box X0,Y0,X1,Y1")
+        rgb = read_image(image)
+        coords = np.array([p[:2] for p in points]) if points else None
+        labels = np.array([int(p[2]) if len(p) == 3 else 1 for p in points]) if points else None
+        box_arr = np.array(box_values) if box_values else None
+        check_prompts(rgb.shape[:2], coords, labels, box_arr)  # fail before the slow part
+        chosen = check_refine(refine)
+        check_backend(backend)
+        with status("loading model", quiet):
+            predictor = load_predictor(model, checkpoint=checkpoint, backend=backend, flip=flip, onnx_dir=onnx_dir)
+        if refine is None:
+            chosen = predictor.settings.refine
+        t0 = time.perf_counter()
+        with status(f"embedding {image.name}", quiet):
+            predictor.set_image(rgb)
+        t_embed = time.perf_counter() - t0
+        # One click is ambiguous: ask for three candidates and keep the best, as SAM's demo does.
+        ambiguous = len(points) == 1 and box_arr is None
+        t0 = time.perf_counter()
+        logits, scores, _ = predictor.predict(coords, labels, box_arr, multimask_output=multimask or ambiguous,
+                                              return_logits=True)
+        t_prompt = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with status(f"refining with {chosen}", quiet or chosen is None):
+            masks = answer_masks(logits, predictor.mask_threshold, chosen, rgb, coords, labels, box_arr, predictor)
+        t_refine = time.perf_counter() - t0
+
+    best = int(np.argmax(scores))
+    written = []
+    if multimask:
+        for i, m in enumerate(masks):
+            path = output.with_name(f"{output.stem}_{i}{output.suffix or '.png'}")
+            write_mask_png(m, path)
+            written.append({"path": str(path), "score": float(scores[i]), "area": int(m.sum())})
+    else:
+        write_mask_png(masks[best], output)
+        written.append({"path": str(output), "score": float(scores[best]), "area": int(masks[best].sum())})
+    if overlay_path is not None:
+        write_image(overlay(rgb, [masks[best]], points=coords, labels=labels, boxes=box_arr), overlay_path)
+    summary = {
+        "image": str(image),
+        "size": {"width": rgb.shape[1], "height": rgb.shape[0]},
+        "model": predictor.model_type,
+        "backend": backend,
+        "masks": written,
+        "best": 0 if not multimask else best,
+        "overlay": str(overlay_path) if overlay_path else None,
+        "refine": chosen,
+        "flip": flip,
+        "seconds": {"embed": round(t_embed, 3), "prompt": round(t_prompt, 4)},
+    }
+    if chosen is not None:
+        summary["seconds"]["refine"] = round(t_refine, 3)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    elif not quiet:
+        refined = f", refined with {chosen}" if chosen else ""
+        for rec in written:
+            typer.echo(f"wrote {rec['path']} (score {rec['score']:.3f}, {rec['area']} px{refined})", err=True)

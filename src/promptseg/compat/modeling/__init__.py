@@ -1,0 +1,8 @@
+"""`segment_anything.modeling`: the model's modules, as scripts import them (promptseg's)."""
+
+from ...model.image_encoder import ImageEncoderViT
+from ...model.mask_decoder import MaskDecoder, TwoWayTransformer
+from ...model.prompt_encoder import PromptEncoder
+from ...model.sam import Sam
+
+__all__ = ["ImageEncoderViT", "MaskDecoder", "PromptEncoder", "Sam", "TwoWayTransformer"]

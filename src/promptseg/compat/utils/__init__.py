@@ -1,0 +1,1 @@
+"""`segment_anything.utils` as scripts import it: `transforms`, `amg`, `onnx`."""

@@ -1,0 +1,173 @@
+"""`OnnxPredictor`: SAM's predictor interface on ONNX Runtime, with numpy only (no torch).
+
+It runs the `encoder.onnx` / `decoder.onnx` pair written by `promptseg export`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..io import ImageLike, read_image
+from ..prompts import check_prompts
+from ..transforms import ResizeLongestSide, preprocess_shape, upscale_logits
+from ..weights import SAM_SETTINGS, SETTINGS_KEY, WeightsSettings
+from .contract import LowResAnswer
+from .state import EmbeddedImage, ImageState
+
+PRECISIONS = ("fp32", "int8")
+
+
+
+def _session(path: Path, threads: int | None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    # no busy-waiting worker threads between runs: they would take the cores from whatever runs
+    # next (the rest of the program, or torch), which on a 2-core machine costs more than it saves
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxPredictor(EmbeddedImage):
+    """Embed an image once with `encoder.onnx`, answer prompts with `decoder.onnx`.
+
+    Same calls as `promptseg.Predictor` (and SAM's `SamPredictor`): `set_image`, `predict`,
+    `get_image_embedding`, `reset_image`; inputs and outputs are numpy arrays in the original
+    image's pixel frame. `precision="int8"` runs the quantized files (`--quantize int8`)."""
+
+    def __init__(self, model_dir: str | os.PathLike, precision: str = "fp32", threads: int | None = None) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        folder = Path(model_dir)
+        suffix = ".int8.onnx" if precision == "int8" else ".onnx"
+        paths = {name: folder / f"{name}{suffix}" for name in ("encoder", "decoder")}
+        for path in paths.values():
+            if not path.is_file():
+                hint = " --quantize int8" if precision == "int8" else ""
+                raise FileNotFoundError(f"{path} not found; write it with `promptseg export -o {folder}{hint}`")
+        self.encoder = _session(paths["encoder"], threads)
+        self.decoder = _session(paths["decoder"], threads)
+        meta = self.encoder.get_modelmeta().custom_metadata_map
+        try:
+            self.img_size = int(meta["img_size"])
+            self.embedding_shape = tuple(int(v) for v in meta["embedding_shape"].split(","))
+            self.mask_threshold = float(meta["mask_threshold"])
+        except (KeyError, ValueError):
+            raise ValueError(f"{paths['encoder']} was not written by `promptseg export` (its metadata is missing)") from None
+        self.model_type = meta.get("model_type")
+        # the settings chosen for the exported weights (SAM's when the export carries none)
+        settings = meta.get(SETTINGS_KEY)
+        self.settings = SAM_SETTINGS if settings is None else WeightsSettings.from_metadata(settings)
+        self.image_format = meta.get("image_format", "RGB")
+        self.precision = precision
+        g = self.embedding_shape[1:]
+        self.mask_input_size = (4 * g[0], 4 * g[1])
+        self.transform = ResizeLongestSide(self.img_size)
+        self._state: ImageState | None = None
+
+    # --- embedding ------------------------------------------------------------------
+    def set_image(self, image: ImageLike, image_format: str = "RGB") -> None:
+        """Embed an image: an HxWx3 uint8 array, a PIL image or a path."""
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        arr = read_image(image)
+        if image_format != self.image_format:
+            arr = np.ascontiguousarray(arr[..., ::-1])
+        resized = self.transform.apply_image(arr).astype(np.float32)
+        (features,) = self.encoder.run(None, {"input_image": resized})
+        self._state = ImageState(features, (arr.shape[0], arr.shape[1]), resized.shape[:2])
+
+    def set_embedding(self, features: np.ndarray, original_size: tuple[int, int]) -> None:
+        """Set the current image from an embedding computed elsewhere (e.g. by a server)."""
+        features = np.asarray(features, dtype=np.float32)
+        if features.shape != (1, *self.embedding_shape):
+            raise ValueError(f"embedding has shape {features.shape}; this model expects {(1, *self.embedding_shape)}")
+        h, w = (int(v) for v in original_size)
+        self._state = ImageState(features, (h, w), preprocess_shape(h, w, self.img_size))
+
+    # --- prompts ---------------------------------------------------------------------
+    def _prompt_points(self, state: ImageState, coords, labels, box) -> tuple[np.ndarray, np.ndarray]:
+        """One prompt as the decoder's points (N, 2) and labels (N,) in the input frame: points,
+        then a box as two corner points (labels 2, 3), or a padding point when there is no box."""
+        pts, labs = [np.zeros((0, 2))], [np.zeros(0)]
+        if coords is not None:
+            pts.append(self.transform.apply_coords(coords, state.original_size))
+            labs.append(labels)
+        if box is not None:
+            pts.append(self.transform.apply_boxes(box[None], state.original_size).reshape(2, 2))
+            labs.append(np.array([2.0, 3.0]))
+        elif coords is not None:
+            pts.append(np.zeros((1, 2)))
+            labs.append(np.array([-1.0]))
+        return np.concatenate(pts), np.concatenate(labs)
+
+    def _decode(self, state: ImageState, points: np.ndarray, labels: np.ndarray, mask=None):
+        """decoder.onnx on prompts (B, N, 2) / (B, N) in the input frame and an optional mask input
+        (1, 1, h, w) -> low-res logits (B, 4, h, w) and IoU predictions (B, 4) of all mask tokens."""
+        feeds = {
+            "image_embeddings": state.features,
+            "point_coords": points.astype(np.float32),
+            "point_labels": labels.astype(np.float32),
+            "mask_input": (mask if mask is not None else np.zeros((1, 1, *self.mask_input_size))).astype(np.float32),
+            "has_mask_input": np.array([0.0 if mask is None else 1.0], dtype=np.float32),
+            "orig_im_size": np.array(state.original_size, dtype=np.float32),
+        }
+        iou, low = self.decoder.run(["iou_predictions", "low_res_masks"], feeds)
+        return low, iou
+
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks (C, H, W), scores (C,) and low-res logits (C, h, w), as `Predictor.predict`;
+        batched prompts (B, ...) give outputs with a leading B axis."""
+        low, iou, state, batched = self.predict_low_res(point_coords, point_labels, box, mask_input,
+                                                        multimask_output)
+        out = (self.postprocess(low, state, return_logits), iou, low)
+        return out if batched else tuple(a[0] for a in out)
+
+    def predict_low_res(self, point_coords=None, point_labels=None, box=None, mask_input=None,
+                        multimask_output: bool = True) -> LowResAnswer:
+        """`predict`'s checks and decoder passes, without bringing the answers to full size:
+        low-res logits (B, C, h, w), IoU predictions (B, C), the image's state, and whether the
+        prompts came batched."""
+        state = self.image_state
+        coords, labels, boxes, masks, n, batched = check_prompts(
+            state.original_size, point_coords, point_labels, box, mask_input, self.mask_input_size
+        )
+        sel = slice(1, 4) if multimask_output else slice(0, 1)
+        out_iou, out_low = [], []
+        for i in range(n):
+            c, lab, b, m = (None if a is None else a[i if len(a) > 1 else 0] for a in (coords, labels, boxes, masks))
+            points, point_labels = self._prompt_points(state, c, lab, b)
+            low, iou = self._decode(state, points[None], point_labels[None], None if m is None else m[None])
+            out_iou.append(iou[0, sel])
+            out_low.append(low[0, sel])
+        return LowResAnswer(np.stack(out_low), np.stack(out_iou), state, batched)
+
+    # --- many single clicks (everything mode) ----------------------------------------
+    def postprocess(self, low_res, state: ImageState, return_logits: bool = False) -> np.ndarray:
+        """Low-res logits (B, C, h, w) -> full-size masks (bool) or logits, SAM's two bilinear steps."""
+        return upscale_logits(
+            np.asarray(low_res), state.input_size, state.original_size, self.img_size, self.mask_threshold, return_logits
+        )
+
+    def decode_points(self, state: ImageState, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One foreground click per prompt, points (n, 2) in the original frame -> the three
+        candidates' low-res logits (n, 3, h, w) and IoU predictions (n, 3)."""
+        coords = self.transform.apply_coords(points, state.original_size)
+        padded = np.stack([coords, np.zeros_like(coords)], axis=1)  # each click with SAM's padding point
+        low, iou = self._decode(state, padded, np.tile([[1.0, -1.0]], (len(coords), 1)))
+        return low[:, 1:], iou[:, 1:]

@@ -1,0 +1,133 @@
+"""The weights registry: named weights of the form `architecture.weights` (as timm tags them),
+each with where its file comes from and the settings chosen for it.
+
+A name without its `.weights` part means the architecture's first row (`vit_b` is
+`vit_b.sa1b`, `tiny` the bundled `tiny.synth_bsds500`). Settings tuned on particular weights
+(everything mode's thresholds, the refinement of final answers) belong to those weights: the
+bundled file carries its own in its metadata, and the registry row holds the same as a fallback.
+No torch here: the ONNX Runtime path and the CLI's help read it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BUNDLED_DIR = Path(__file__).parent
+META_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+SETTINGS_KEY = "promptseg_settings"  # the metadata key of a weights file's settings (JSON)
+
+
+@dataclass(frozen=True)
+class WeightsSettings:
+    """Settings chosen for one set of weights.
+
+    `pred_iou_thresh` and `stability_score_thresh` are everything mode's filters; `refine` is
+    how final answers (CLI `segment`, the API's and the page's click and box) are refined by
+    default (one of promptseg.refine.REFINERS, or None)."""
+
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    refine: str | None = None
+
+    @property
+    def generator_defaults(self) -> dict[str, float]:
+        return {"pred_iou_thresh": self.pred_iou_thresh, "stability_score_thresh": self.stability_score_thresh}
+
+    def to_metadata(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_metadata(cls, text: str) -> WeightsSettings:
+        """Settings from a weights file's metadata; unknown keys are a ValueError."""
+        try:
+            values = json.loads(text)
+            return cls(**values)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"the weights file's {SETTINGS_KEY} metadata is not valid settings ({exc})") from None
+
+
+SAM_SETTINGS = WeightsSettings()
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One row of the registry: `architecture.tag`, and either a file bundled with the package
+    or a URL with the file's size and SHA-256."""
+
+    architecture: str
+    tag: str
+    filename: str
+    url: str | None = None  # None: bundled with the package
+    size: int | None = None
+    sha256: str | None = None
+    settings: WeightsSettings = field(default_factory=WeightsSettings)
+    description: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.architecture}.{self.tag}"
+
+    @property
+    def bundled(self) -> bool:
+        return self.url is None
+
+    def path(self, cache: Path) -> Path:
+        """Where the file is: inside the package when bundled, else in the download cache."""
+        return BUNDLED_DIR / self.filename if self.bundled else Path(cache) / self.filename
+
+
+def _meta(arch: str, filename: str, size: int, sha256: str) -> WeightsEntry:
+    return WeightsEntry(arch, "sa1b", filename, META_BASE_URL + filename, size, sha256, SAM_SETTINGS,
+                        f"Meta's SAM {arch.upper().replace('_', '-')}, trained on SA-1B")
+
+
+# Meta publishes no checksums; these sizes and hashes agree across independent mirrors.
+REGISTRY: dict[str, WeightsEntry] = {
+    e.name: e
+    for e in (
+        WeightsEntry(
+            "tiny", "synth_bsds500", "tiny.safetensors",
+            # Chosen on training data only (experiments/choose_everything_thresholds.py: best F1 of kept
+            # masks on synthetic training scenes and BSDS500 training photos): its IoU head predicts low
+            # values and its logits are small, so the IoU filter sits far below SAM's 0.88 and a
+            # stability filter cost more found objects than it removed. Its answers refined with
+            # GrabCut are much better on object photos (docs/model-card-details.md), so final answers
+            # are refined by default.
+            settings=WeightsSettings(pred_iou_thresh=0.5, stability_score_thresh=0.0, refine="grabcut"),
+            description="promptseg's small default model, bundled (trained on synthetic scenes and BSDS500)",
+        ),
+        _meta("vit_h", "sam_vit_h_4b8939.pth", 2_564_550_879,
+              "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
+        _meta("vit_l", "sam_vit_l_0b3195.pth", 1_249_524_607,
+              "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"),
+        _meta("vit_b", "sam_vit_b_01ec64.pth", 375_042_383,
+              "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
+    )
+}
+
+DEFAULT_WEIGHTS = "tiny.synth_bsds500"
+
+
+def names() -> list[str]:
+    """Every name `resolve` takes: the full names, and each architecture alone."""
+    return [*REGISTRY, *sorted({e.architecture for e in REGISTRY.values()})]
+
+
+def resolve(name: str | None) -> WeightsEntry:
+    """The registry row of `name` (`architecture.tag`, or an architecture for its first row;
+    None for the default weights). Raises ValueError naming the choices."""
+    if name is None:
+        return REGISTRY[DEFAULT_WEIGHTS]
+    if name in REGISTRY:
+        return REGISTRY[name]
+    for entry in REGISTRY.values():
+        if entry.architecture == name:
+            return entry
+    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(names())}")
+
+
+def downloadable() -> list[str]:
+    """Names of the rows fetched from a URL (`promptseg download NAME`)."""
+    return [n for n, e in REGISTRY.items() if not e.bundled]

@@ -1,11 +1,12 @@
-# `make demo` segments a bundled photo; `make test` runs the test suite.
+# `make demo` segments a bundled photo; `make test` runs the whole test suite (CI), `make test-fast`
+# its quick tier (unit tests, a few minutes) for work in progress.
 # Both create .venv with the pinned versions in requirements.txt when it is missing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench serve browser web-runtime
+.PHONY: demo test test-fast docs bench serve browser web-runtime
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,9 +28,18 @@ browser:
 web-runtime: $(STAMP)
 	$(BIN)/promptseg install-web-runtime --quiet
 
-test: $(STAMP) browser web-runtime
-	$(BIN)/ruff check src tests benchmarks
+test: $(STAMP) browser web-runtime docs
+	$(BIN)/ruff check src tests benchmarks experiments
 	$(BIN)/python -m pytest -q --durations=10
+
+# The documentation site (docs/ and the API reference from the docstrings); --strict fails on a
+# broken link or a renamed function.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test-fast: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks experiments
+	$(BIN)/python -m pytest -q -m "unit and not slow" --durations=5
 
 serve: $(STAMP) web-runtime
 	$(BIN)/promptseg serve $(if $(MODEL),--model $(MODEL),)

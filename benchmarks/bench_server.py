@@ -88,7 +88,7 @@ def in_page(url: str, png: bytes, clicks: np.ndarray) -> dict[str, list[float]]:
 
     from playwright.sync_api import sync_playwright
 
-    from test_web import CHROMIUM_ARGS, chromium_path
+    from server_helpers import CHROMIUM_ARGS, chromium_path
 
     times: dict[str, list[float]] = {"server": [], "browser": []}
     with sync_playwright() as p, tempfile.TemporaryDirectory() as tmp:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,6 +14,15 @@ import time
 from collections.abc import Iterator
 
 import httpx
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def chromium_path() -> str:
+    """Debian's Chromium, which the browser tests drive (Playwright's own builds are not used)."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, "the browser test needs Debian's chromium (make test installs it: apt-get install chromium)"
+    return path
 
 
 def free_port() -> int:

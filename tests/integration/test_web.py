@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 
 import httpx
@@ -19,16 +18,9 @@ from helpers import REPO
 from promptseg import sample_image_path
 from promptseg.masks import rle_to_mask
 from promptseg.server import ort_web
-from server_helpers import running_server
+from server_helpers import CHROMIUM_ARGS, chromium_path, running_server
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SHOTS = REPO / "out" / "screenshots"
-
-
-def chromium_path() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert path, "the browser test needs Debian's chromium (make test installs it: apt-get install chromium)"
-    return path
 
 
 def canvas_pixels(page) -> np.ndarray:

@@ -1,0 +1,171 @@
+"""The HTTP API's routes (`router`), over the app's `ModelService`."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import secrets
+import time
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, Response
+
+from .. import masks as M
+from ..everything import MaskGenerator
+from ..io import SAMPLES, sample_image_path
+from ..refine import answer_masks
+from .schemas import EverythingRequest, SegmentRequest, decode_upload, encode_mask
+from .service import ModelService
+
+router = APIRouter()
+
+
+def service(request: Request) -> ModelService:
+    return request.app.state.service
+
+
+Service = Annotated[ModelService, Depends(service)]
+
+
+@router.get("/v1/decoder.onnx", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}}})
+async def decoder_onnx(svc: Service) -> FileResponse:
+    """The model's prompt encoder and mask decoder as ONNX (the inputs and outputs of Meta's
+    export; see `promptseg export`), for clients that decode prompts themselves."""
+    return FileResponse(await svc.decoder_file(), media_type="application/octet-stream", filename="decoder.onnx")
+
+
+@router.get("/healthz")
+def healthz(svc: Service) -> dict:
+    cache = svc.cache
+    return {"status": "ok", "cached_images": len(cache.entries), "cache_bytes": cache.total(),
+            "cache_budget_bytes": cache.budget, **svc.stats}
+
+
+@router.get("/v1/models")
+def models(svc: Service) -> list[dict]:
+    model, settings = svc.model, svc.predictor.settings
+    pe = model.prompt_encoder
+    return [{
+        "name": model.model_type or "custom",
+        "image_size": model.img_size,
+        "embedding_shape": [1, pe.embed_dim, *pe.image_embedding_size],
+        "mask_input_size": list(pe.mask_input_size),
+        "generator_defaults": settings.generator_defaults,
+        "refine": settings.refine,
+        "mask_threshold": float(model.mask_threshold),
+        "browser_decoding": svc.settings.web_runtime is not None and not svc.settings.flip,
+        "flip": svc.settings.flip,
+        "default": True,
+    }]
+
+
+@router.get("/v1/samples")
+def samples() -> list[str]:
+    return list(SAMPLES)
+
+
+@router.get("/v1/samples/{name}", include_in_schema=False)
+def sample(name: str) -> FileResponse:
+    if name not in SAMPLES:
+        raise HTTPException(404, f"no sample {name!r}; choose one of {', '.join(SAMPLES)}")
+    return FileResponse(sample_image_path(name), media_type="image/png")
+
+
+@router.post("/v1/images")
+async def upload(svc: Service,
+                 file: Annotated[UploadFile, File(description="an image file (PNG, JPEG, WebP, BMP, GIF, TIFF)")]):
+    limit = svc.settings.max_upload_bytes
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(413, f"upload over {limit // 2**20} MiB")
+    if not data:
+        raise HTTPException(400, "the uploaded file is empty")
+    image_id = hashlib.sha256(data).hexdigest()[:32]
+    entry = svc.cache.get(image_id)
+    t0 = time.perf_counter()
+    if entry is None:
+        entry, cached = await svc.embedded(image_id, decode_upload(data, svc.settings.max_pixels))
+    else:
+        cached = True
+    h, w = entry.state.original_size
+    return {"id": image_id, "width": w, "height": h, "cached": cached, "seconds": round(time.perf_counter() - t0, 4)}
+
+
+@router.post("/v1/images/{image_id}/segment")
+async def segment(image_id: str, req: SegmentRequest, svc: Service) -> dict:
+    entry = svc.lookup(image_id)
+    predictor = svc.predictor
+    mask_input = None
+    if req.mask_input is not None:
+        mask_input = entry.logits.get(req.mask_input)
+        if mask_input is None:
+            raise HTTPException(404, f"no logits handle {req.mask_input!r} for this image; use one from a recent answer")
+    coords = np.array(req.point_coords, dtype=np.float64).reshape(-1, 2) if req.point_coords is not None else None
+    labels = np.array(req.point_labels) if req.point_labels is not None else None
+    box = np.array(req.box) if req.box is not None else None
+    refine = predictor.settings.refine if req.refine is None else None if req.refine == "none" else req.refine
+
+    def work():
+        predictor.image_state = entry.state
+        t0 = time.perf_counter()
+        logits, scores, low_res = predictor.predict(coords, labels, box, None if mask_input is None else mask_input[None],
+                                                    multimask_output=req.multimask_output, return_logits=True)
+        masks = answer_masks(logits, predictor.mask_threshold, refine, entry.image, coords, labels, box, predictor)
+        return (masks, scores, low_res), time.perf_counter() - t0
+
+    try:
+        (masks, scores, low_res), seconds = await svc.run(work)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    handles = [secrets.token_hex(16) for _ in low_res]
+    for handle, logits in zip(handles, low_res):
+        entry.keep_logits(handle, logits)
+    svc.cache.trim()
+    return {
+        "masks": [encode_mask(m, req.mask_format) for m in masks],
+        "scores": [float(s) for s in scores],
+        "areas": [int(m.sum()) for m in masks],
+        "logits": handles,
+        "best": int(np.argmax(scores)),
+        "mask_format": req.mask_format,
+        "seconds": round(seconds, 4),
+    }
+
+
+@router.post("/v1/images/{image_id}/everything")
+async def everything(image_id: str, req: EverythingRequest, svc: Service) -> dict:
+    entry = svc.lookup(image_id)
+    options = req.model_dump(exclude={"mask_format"})
+
+    def work():
+        t0 = time.perf_counter()
+        generator = MaskGenerator(svc.plain, output_mode="uncompressed_rle", **options)
+        records = generator.generate(entry.image, image_state=entry.state)  # no second embedding
+        return records, time.perf_counter() - t0
+
+    records, seconds = await svc.run(work)
+    if req.mask_format == "coco_rle":
+        for rec in records:
+            rec["segmentation"] = M.coco_rle(rec["segmentation"])
+    return {"records": records, "seconds": round(seconds, 3)}
+
+
+@router.get("/v1/images/{image_id}/embedding")
+def embedding(image_id: str, svc: Service, format: Literal["npy", "raw"] = Query("npy")) -> Response:  # noqa: A002
+    """The image embedding, for clients that run the decoder themselves: an .npy file, or
+    raw little-endian float32 with its shape in the X-Embedding-Shape header."""
+    entry = svc.lookup(image_id)
+    features = entry.state.features.detach().cpu().float().numpy()
+    headers = {
+        "X-Embedding-Shape": ",".join(map(str, features.shape)),
+        "X-Original-Size": ",".join(map(str, entry.state.original_size)),
+        "X-Input-Size": ",".join(map(str, entry.state.input_size)),
+    }
+    if format == "raw":
+        return Response(features.astype("<f4").tobytes(), media_type="application/octet-stream", headers=headers)
+    buf = io.BytesIO()
+    np.save(buf, features)
+    return Response(buf.getvalue(), media_type="application/octet-stream", headers=headers)

@@ -2,10 +2,11 @@
 
 from .configs import CONFIGS, TinyConfig, ViTConfig, get_config
 from .image_encoder import ImageEncoderViT
-from .mask_decoder import MaskDecoder, TwoWayTransformer
+from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .sam import Sam
 from .tiny_encoder import TinyEncoder
+from .transformer import TwoWayTransformer
 
 __all__ = [
     "CONFIGS",

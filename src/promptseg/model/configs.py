@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from torch import nn
 
 from .image_encoder import ImageEncoderViT
-from .mask_decoder import MaskDecoder, TwoWayTransformer
+from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .sam import Sam
 from .tiny_encoder import TinyEncoder
+from .transformer import TwoWayTransformer
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,94 @@
+"""The fast attention paths of the mask decoder's two-way transformer.
+
+Same results as `transformer.DecoderAttention`'s plain path, arranged for the shapes SAM's
+decoder meets: a few prompt tokens against thousands of image tokens. The attention module
+chooses among them by shape (one switch, in `DecoderAttention.forward`); prompt-independent
+image-side work is prepared once per image (`PreparedImage`) and shared by every prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from .transformer import DecoderAttention
+
+
+@dataclass
+class PreparedKeys:
+    """One block's image-side projections, which do not depend on the prompts."""
+
+    k: torch.Tensor  # image tokens plus their positional encoding
+    t2i_k: torch.Tensor  # token->image attention's keys, split into heads
+    t2i_v: torch.Tensor  # token->image attention's values, split into heads
+    i2t_q: torch.Tensor  # image->token attention's queries, heads not split (the few-keys path takes it whole)
+
+
+@dataclass
+class PreparedImage:
+    """Prompt-independent work on one image input, reusable for every prompt on it."""
+
+    keys: torch.Tensor  # (1, h*w, C) image tokens
+    key_pe: torch.Tensor  # (1, h*w, C) their positional encoding
+    first: PreparedKeys | None = None  # the first block's projections
+
+
+def few_queries(attn: DecoderAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Attention of a few (already projected) queries over many raw keys and values.
+
+    Instead of projecting every key and value, each head's query is carried back through
+    the key projection (q_h . (W_h k + b_h) = (W_h^T q_h) . k + const, and a per-row constant
+    does not change a softmax), and the value projection is applied after averaging
+    (softmax weights sum to 1). Same result, a fraction of the work when heads x queries is
+    smaller than the projected width."""
+    b, heads, t, d = q.shape
+    wk = attn.k_proj.weight.view(heads, d, -1)  # (heads, d, C)
+    wv = attn.v_proj.weight.view(heads, d, -1)
+    # Per-head products as einsums (one batched matmul over heads): a broadcast matmul
+    # against the (heads, d, C) weights materialises B copies of them in the backward pass,
+    # which cost ~15 % of a training step. ONNX export keeps the MatMul form, which ONNX
+    # Runtime (web included) runs at least as fast as an Einsum.
+    onnx = torch.onnx.is_in_onnx_export()
+    q_in = q @ wk if onnx else torch.einsum("bhtd,hdc->bhtc", q, wk)  # queries in the raw key space
+    # All heads now attend over the same raw keys: stack them as one head with heads*T
+    # queries (softmax is per query row), so keys and values are never copied per head.
+    q_in = q_in.reshape(b, 1, heads * t, -1)
+    mixed = F.scaled_dot_product_attention(q_in, k.unsqueeze(1), v.unsqueeze(1), scale=d**-0.5)
+    mixed = mixed.view(b, heads, t, -1)
+    out = mixed @ wv.transpose(1, 2) if onnx else torch.einsum("bhtc,hdc->bhtd", mixed, wv)
+    out = out + attn.v_proj.bias.view(heads, 1, d)  # (B, heads, T, d)
+    return attn.out_proj(out.transpose(1, 2).reshape(b, t, attn.internal_dim))
+
+
+
+def few_keys(attn: DecoderAttention, q_flat: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Attention of many (already projected, heads not split) queries (Bq, N, C') over a
+    few raw keys and values (B, T, C).
+
+    All heads' scores come from one product with a block-diagonal key matrix, laid out
+    (N, heads*T) so no head split or merge is copied, and the output projection is folded
+    into the values (softmax(QK) V Wo = softmax(QK) (V Wo)), which for T tokens is cheaper
+    than projecting N attention outputs."""
+    b, t, _ = k.shape
+    heads, d = attn.num_heads, attn.internal_dim // attn.num_heads
+    # Score columns are ordered (token, head) so the softmax over tokens runs along a
+    # strided axis with the heads contiguous, which vectorises; over a last axis of a few
+    # tokens torch's softmax is several times slower.
+    kh = attn.k_proj(k).view(b, t, heads, d).permute(0, 2, 3, 1)  # (B, heads, d, T)
+    eye = torch.eye(heads, dtype=kh.dtype, device=kh.device)
+    k_block = (kh[..., None] * eye[None, :, None, None, :]).reshape(b, heads * d, t * heads)
+    scores = (q_flat @ k_block) * d**-0.5  # (B, N, T*heads)
+    n = scores.shape[1]
+    probs = torch.softmax(scores.view(b, n, t, heads), dim=-2).view(b, n, t * heads)
+    vh = attn.v_proj(v).view(b, t, heads, d)
+    w_out = attn.out_proj.weight.view(-1, heads, d)  # (C, heads, d)
+    # an einsum as in few_queries; here the broadcast matmul's backward would materialise
+    # a (B, T, heads, d, C) outer product
+    onnx = torch.onnx.is_in_onnx_export()
+    values = vh[..., None, :] @ w_out.permute(1, 2, 0) if onnx else torch.einsum("bthd,chd->bthc", vh, w_out)
+    values = values.reshape(b, t * heads, -1)  # (B, T*heads, C)
+    return torch.baddbmm(attn.out_proj.bias, probs, values)

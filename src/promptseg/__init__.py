@@ -3,7 +3,7 @@
 Names are imported on first use, so `promptseg.export.OnnxPredictor` (onnxruntime + numpy)
 works where torch is not installed."""
 
-from importlib import import_module
+from .lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -27,12 +27,4 @@ _WHERE = {
 
 __all__ = sorted(_WHERE)
 
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module 'promptseg' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_WHERE])
+__getattr__, __dir__ = lazy_names(__name__, _WHERE)

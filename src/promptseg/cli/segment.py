@@ -45,21 +45,15 @@ def segment(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Segment IMAGE from point and/or box prompts and write the mask as a PNG."""
-    from ..io import overlay, read_image, write_image, write_mask_png
+    from ..io import overlay, read_image, write_image
     from ..predict import load_predictor
     from ..progress import status
     from ..prompts import check_prompts
     from ..refine import answer_masks
 
     with user_errors():
-        points = [parse_floats(p, (2, 3), "--point") for p in point]
-        box_values = parse_floats(box, (4,), "--box") if box else None
-        if not points and box_values is None:
-            raise UserError("give at least one --point X,Y or a --box X0,Y0,X1,Y1")
+        coords, labels, box_arr = _parse_prompts(point, box)
         rgb = read_image(image)
-        coords = np.array([p[:2] for p in points]) if points else None
-        labels = np.array([int(p[2]) if len(p) == 3 else 1 for p in points]) if points else None
-        box_arr = np.array(box_values) if box_values else None
         check_prompts(rgb.shape[:2], coords, labels, box_arr)  # fail before the slow part
         chosen = check_refine(refine)
         check_backend(backend)
@@ -72,7 +66,7 @@ def segment(
             predictor.set_image(rgb)
         t_embed = time.perf_counter() - t0
         # One click is ambiguous: ask for three candidates and keep the best, as SAM's demo does.
-        ambiguous = len(points) == 1 and box_arr is None
+        ambiguous = coords is not None and len(coords) == 1 and box_arr is None
         t0 = time.perf_counter()
         logits, scores, _ = predictor.predict(coords, labels, box_arr, multimask_output=multimask or ambiguous,
                                               return_logits=True)
@@ -82,25 +76,17 @@ def segment(
             masks = answer_masks(logits, predictor.mask_threshold, chosen, rgb, coords, labels, box_arr, predictor)
         t_refine = time.perf_counter() - t0
 
-    best = int(np.argmax(scores))
-    written = []
-    if multimask:
-        for i, m in enumerate(masks):
-            path = output.with_name(f"{output.stem}_{i}{output.suffix or '.png'}")
-            write_mask_png(m, path)
-            written.append({"path": str(path), "score": float(scores[i]), "area": int(m.sum())})
-    else:
-        write_mask_png(masks[best], output)
-        written.append({"path": str(output), "score": float(scores[best]), "area": int(masks[best].sum())})
+    written = _write_masks(masks, scores, output, multimask)
     if overlay_path is not None:
-        write_image(overlay(rgb, [masks[best]], points=coords, labels=labels, boxes=box_arr), overlay_path)
+        best = masks[int(np.argmax(scores))]
+        write_image(overlay(rgb, [best], points=coords, labels=labels, boxes=box_arr), overlay_path)
     summary = {
         "image": str(image),
         "size": {"width": rgb.shape[1], "height": rgb.shape[0]},
         "model": predictor.model_type,
         "backend": backend,
         "masks": written,
-        "best": 0 if not multimask else best,
+        "best": int(np.argmax(scores)) if multimask else 0,
         "overlay": str(overlay_path) if overlay_path else None,
         "refine": chosen,
         "flip": flip,
@@ -114,3 +100,29 @@ def segment(
         refined = f", refined with {chosen}" if chosen else ""
         for rec in written:
             typer.echo(f"wrote {rec['path']} (score {rec['score']:.3f}, {rec['area']} px{refined})", err=True)
+
+
+def _parse_prompts(point: list[str], box: str | None):
+    """The options' clicks as coords (N, 2) and labels (N,), and the box (4,); None where absent."""
+    points = [parse_floats(p, (2, 3), "--point") for p in point]
+    box_values = parse_floats(box, (4,), "--box") if box else None
+    if not points and box_values is None:
+        raise UserError("give at least one --point X,Y or a --box X0,Y0,X1,Y1")
+    coords = np.array([p[:2] for p in points]) if points else None
+    labels = np.array([int(p[2]) if len(p) == 3 else 1 for p in points]) if points else None
+    return coords, labels, (np.array(box_values) if box_values else None)
+
+
+def _write_masks(masks: np.ndarray, scores: np.ndarray, output: Path, multimask: bool) -> list[dict]:
+    """The best mask as `output`, or every candidate as OUTPUT_0.png ...; what was written."""
+    from ..io import write_mask_png
+
+    if multimask:
+        paths = [(output.with_name(f"{output.stem}_{i}{output.suffix or '.png'}"), i) for i in range(len(masks))]
+    else:
+        paths = [(output, int(np.argmax(scores)))]
+    written = []
+    for path, i in paths:
+        write_mask_png(masks[i], path)
+        written.append({"path": str(path), "score": float(scores[i]), "area": int(masks[i].sum())})
+    return written

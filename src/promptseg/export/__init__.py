@@ -1,7 +1,7 @@
 """ONNX export (`export_model`, needs torch); `OnnxPredictor` (the ONNX Runtime backend, needs
 only onnxruntime and numpy) lives in `promptseg.predict` and is named here too."""
 
-from importlib import import_module
+from ..lazy import lazy_names
 
 _WHERE = {
     "OnnxPredictor": "promptseg.predict.onnx_backend",
@@ -12,8 +12,4 @@ _WHERE = {
 
 __all__ = sorted(_WHERE)
 
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'promptseg.export' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _WHERE)

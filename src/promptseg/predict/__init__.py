@@ -4,7 +4,7 @@ backends (torch `Predictor`, ONNX Runtime `OnnxPredictor`), the mirror-averaging
 
 Names are imported on first use, so `OnnxPredictor` works where torch is not installed."""
 
-from importlib import import_module
+from ..lazy import lazy_names
 
 _WHERE = {
     "FlipPredictor": "flip",
@@ -21,12 +21,4 @@ _WHERE = {
 
 __all__ = sorted(_WHERE)
 
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module 'promptseg.predict' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_WHERE])
+__getattr__, __dir__ = lazy_names(__name__, _WHERE)

@@ -15,7 +15,7 @@ import numpy as np
 from ..io import ImageLike, read_image
 from ..transforms import input_frame_logits, original_frame_logits, preprocess_shape
 from .contract import LowResAnswer, PromptPredictor
-from .state import ImageState
+from .state import ImageState, as_float_array
 
 
 def mirror_low_res(low_res: np.ndarray, original_size: tuple[int, int], img_size: int) -> np.ndarray:
@@ -110,7 +110,7 @@ class FlipPredictor:
                                                                 multimask_output)
         finally:
             self.predictor.image_state = state
-        return _numpy(low), _numpy(m_low), (_numpy(iou) + _numpy(m_iou)) / 2, plain, batched
+        return as_float_array(low), as_float_array(m_low), (as_float_array(iou) + as_float_array(m_iou)) / 2, plain, batched
 
     def predict_low_res(self, point_coords=None, point_labels=None, box=None, mask_input=None,
                         multimask_output: bool = True) -> LowResAnswer:
@@ -157,8 +157,8 @@ class FlipPredictor:
         mirrored = np.array(points, dtype=np.float32)
         mirrored[:, 0] = _mirror_x(mirrored[:, 0], state.original_size[1])
         m_low, m_iou = self.predictor.decode_points(state.mirror, mirrored)
-        m_low = mirror_low_res(_numpy(m_low), state.original_size, self.img_size)
-        return (_numpy(low) + m_low) / 2, (_numpy(iou) + _numpy(m_iou)) / 2
+        m_low = mirror_low_res(as_float_array(m_low), state.original_size, self.img_size)
+        return (as_float_array(low) + m_low) / 2, (as_float_array(iou) + as_float_array(m_iou)) / 2
 
     def postprocess(self, low_res, state: ImageState, return_logits: bool = False) -> np.ndarray:
         """Low-res logits in the image's frame -> full size, as the wrapped predictor does."""
@@ -172,10 +172,3 @@ def _passed_on(name: str) -> property:
 # the embedded image's and the model's sizes, threshold and settings are the wrapped predictor's
 for _name in ("original_size", "input_size", "mask_threshold", "img_size", "mask_input_size", "model_type", "settings"):
     setattr(FlipPredictor, _name, _passed_on(_name))
-
-
-def _numpy(a) -> np.ndarray:
-    """A torch tensor or an array as a float32 array (torch is not imported here)."""
-    if hasattr(a, "detach"):
-        a = a.detach().float().cpu().numpy()
-    return np.asarray(a, dtype=np.float32)

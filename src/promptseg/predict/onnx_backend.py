@@ -122,22 +122,6 @@ class OnnxPredictor(EmbeddedImage):
         iou, low = self.decoder.run(["iou_predictions", "low_res_masks"], feeds)
         return low, iou
 
-    def predict(
-        self,
-        point_coords: np.ndarray | None = None,
-        point_labels: np.ndarray | None = None,
-        box: np.ndarray | None = None,
-        mask_input: np.ndarray | None = None,
-        multimask_output: bool = True,
-        return_logits: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Masks (C, H, W), scores (C,) and low-res logits (C, h, w), as `Predictor.predict`;
-        batched prompts (B, ...) give outputs with a leading B axis."""
-        low, iou, state, batched = self.predict_low_res(point_coords, point_labels, box, mask_input,
-                                                        multimask_output)
-        out = (self.postprocess(low, state, return_logits), iou, low)
-        return out if batched else tuple(a[0] for a in out)
-
     def predict_low_res(self, point_coords=None, point_labels=None, box=None, mask_input=None,
                         multimask_output: bool = True) -> LowResAnswer:
         """`predict`'s checks and decoder passes, without bringing the answers to full size:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 
 @dataclass
 class ImageState:
@@ -30,9 +32,17 @@ class ImageState:
         return own + (self.mirror.nbytes if self.mirror is not None else 0)
 
 
+def as_float_array(a) -> np.ndarray:
+    """A torch tensor (any device) or an array as a float32 numpy array (torch not imported)."""
+    if hasattr(a, "detach"):
+        a = a.detach().float().cpu().numpy()
+    return np.asarray(a, dtype=np.float32)
+
+
 class EmbeddedImage:
     """Mixin for predictors: `self._state` is the current `ImageState` or None, behind the
-    accessors SAM's predictor users reach for."""
+    accessors SAM's predictor users reach for; and `predict`, SAM's call, made of the
+    backend's `predict_low_res` and `postprocess`."""
 
     _state: ImageState | None = None
     _how_to_set = "call set_image(image) first"
@@ -70,3 +80,27 @@ class EmbeddedImage:
 
     def reset_image(self) -> None:
         self._state = None
+
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for prompts given in the original image's pixel frame.
+
+        point_coords (N, 2) as (x, y) with point_labels (N,) 1 foreground / 0 background;
+        box (4,) as x0, y0, x1, y1; mask_input (1, h, w) low-res logits of an earlier call.
+        Returns masks (C, H, W) bool (logits with return_logits), scores (C,), and low-res
+        logits (C, h, w); C is 3 with multimask_output, else 1.
+
+        Batched: point_coords (B, N, 2) with labels (B, N) (-1 pads shorter point sets), boxes
+        (B, 4), mask_input (B, 1, h, w); every output then gains a leading B axis.
+        """
+        low_res, iou, state, batched = self.predict_low_res(point_coords, point_labels, box, mask_input,
+                                                            multimask_output)
+        out = (self.postprocess(low_res, state, return_logits), as_float_array(iou), as_float_array(low_res))
+        return out if batched else tuple(a[0] for a in out)

@@ -156,32 +156,6 @@ class Predictor(EmbeddedImage):
         self._state = ImageState(features.to(self.device), original, input_size)
 
     # --- prompts ---------------------------------------------------------------------
-    def predict(
-        self,
-        point_coords: np.ndarray | None = None,
-        point_labels: np.ndarray | None = None,
-        box: np.ndarray | None = None,
-        mask_input: np.ndarray | None = None,
-        multimask_output: bool = True,
-        return_logits: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Masks for prompts given in the original image's pixel frame.
-
-        point_coords (N, 2) as (x, y) with point_labels (N,) 1 foreground / 0 background;
-        box (4,) as x0, y0, x1, y1; mask_input (1, 256, 256) low-res logits of an earlier call.
-        Returns masks (C, H, W) bool (logits with return_logits), scores (C,), and low-res
-        logits (C, 256, 256); C is 3 with multimask_output, else 1.
-
-        Batched: point_coords (B, N, 2) with labels (B, N) (-1 pads shorter point sets), boxes
-        (B, 4), mask_input (B, 1, 256, 256); every output then gains a leading B axis.
-        """
-        low_res, iou, state, batched = self.predict_low_res(point_coords, point_labels, box, mask_input,
-                                                            multimask_output)
-        with torch.inference_mode():
-            masks = self.postprocess(low_res, state, return_logits)
-        out = (masks, iou.float().cpu().numpy(), low_res.float().cpu().numpy())
-        return out if batched else tuple(a[0] for a in out)
-
     def predict_low_res(self, point_coords=None, point_labels=None, box=None, mask_input=None,
                         multimask_output: bool = True) -> LowResAnswer:
         """`predict`'s checks and decoder pass, without bringing the answer to full size: low-res

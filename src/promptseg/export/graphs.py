@@ -9,11 +9,11 @@ background, -1 padding, and 2 / 3 for a box's top-left / bottom-right corners.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..model import Sam
 from ..model.prompt_encoder import draw_prompt_mask, paint_clicks
+from ..model.sam import full_size_logits
 
 ENCODER_INPUTS = ("input_image",)
 ENCODER_OUTPUTS = ("image_embeddings",)
@@ -94,9 +94,7 @@ class DecoderGraph(nn.Module):
 
     def to_full_size(self, low_res: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
         size = self.sam.img_size
-        up = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
         hw = orig_im_size.to(torch.float64)  # rounded in double, as `preprocess_shape` rounds
         input_hw = torch.floor(hw * (size / hw.max()) + 0.5).to(torch.int64)
-        up = up[..., : input_hw[0], : input_hw[1]]
         orig = orig_im_size.to(torch.int64)
-        return F.interpolate(up, size=(orig[0], orig[1]), mode="bilinear", align_corners=False)
+        return full_size_logits(low_res, (input_hw[0], input_hw[1]), (orig[0], orig[1]), size)

@@ -12,6 +12,27 @@ PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 
 
+def full_size_logits(masks: torch.Tensor, input_size, original_size, img_size: int) -> torch.Tensor:
+    """SAM's full-size step for low-res logits (B, M, 4h, 4w): upsample to the padded input
+    square, keep the unpadded (ih, iw) = `input_size`, resize that to `original_size` (H, W).
+
+    With sizes as ints, the first step only reads the low-res rows and columns the kept part
+    needs (at the same scale, bilinear sampling gives identical values); sizes may also be
+    tensors (the ONNX graph computes them from its input). The predictors' CPU path does the same
+    two steps with OpenCV (`promptseg.transforms.upscale_logits`)."""
+    factor = img_size / masks.shape[-1]
+    known = all(isinstance(v, int) for v in input_size)
+    if known and factor == int(factor) and masks.shape[-1] == masks.shape[-2]:
+        f = int(factor)
+        rows = min(masks.shape[-2], -(-input_size[0] // f) + 1)
+        cols = min(masks.shape[-1], -(-input_size[1] // f) + 1)
+        masks = F.interpolate(masks[..., :rows, :cols], scale_factor=f, mode="bilinear", align_corners=False)
+    else:
+        masks = F.interpolate(masks, (img_size, img_size), mode="bilinear", align_corners=False)
+    masks = masks[..., : input_size[0], : input_size[1]]
+    return F.interpolate(masks, size=(original_size[0], original_size[1]), mode="bilinear", align_corners=False)
+
+
 class Sam(nn.Module):
     mask_threshold: float = 0.0
     image_format: str = "RGB"
@@ -59,22 +80,8 @@ class Sam(nn.Module):
     def postprocess_masks(
         self, masks: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
     ) -> torch.Tensor:
-        """Low-res logits (B, M, 4h, 4w) -> logits at the original image size.
-
-        Upsamples to the padded input square, keeps the unpadded part, resizes that to the
-        original size. The first step only reads the low-res rows/columns the kept part needs:
-        with the same scale, bilinear sampling gives identical values.
-        """
-        factor = self.img_size / masks.shape[-1]
-        if factor == int(factor) and masks.shape[-1] == masks.shape[-2]:
-            f = int(factor)
-            rows = min(masks.shape[-2], -(-input_size[0] // f) + 1)
-            cols = min(masks.shape[-1], -(-input_size[1] // f) + 1)
-            masks = F.interpolate(masks[..., :rows, :cols], scale_factor=f, mode="bilinear", align_corners=False)
-        else:
-            masks = F.interpolate(masks, (self.img_size, self.img_size), mode="bilinear", align_corners=False)
-        masks = masks[..., : input_size[0], : input_size[1]]
-        return F.interpolate(masks, original_size, mode="bilinear", align_corners=False)
+        """Low-res logits (B, M, 4h, 4w) -> logits at the original image size (`full_size_logits`)."""
+        return full_size_logits(masks, input_size, original_size, self.img_size)
 
     @torch.no_grad()
     def forward(self, batched_input: list[dict[str, Any]], multimask_output: bool) -> list[dict[str, torch.Tensor]]:

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..model import Sam
-from ..predict import FlipPredictor, Predictor, PromptPredictor, load_predictor
+from ..predict import FlipPredictor, PromptPredictor, load_predictor
 from .routes import router
 from .service import ModelService, ServerSettings
 
@@ -50,15 +50,10 @@ def create_app(model: Sam | PromptPredictor, settings: ServerSettings | None = N
 
 def _server_predictor(model, flip: bool) -> PromptPredictor:
     if isinstance(model, Sam):
-        predictor = load_predictor(model, flip=flip)
-    elif flip and not isinstance(model, FlipPredictor):
-        predictor = FlipPredictor(model)
-    else:
-        predictor = model
-    plain = predictor.predictor if isinstance(predictor, FlipPredictor) else predictor
-    if not isinstance(plain, Predictor):
-        raise ValueError("the server runs the torch backend; pass a Sam model or a torch Predictor")
-    return predictor
+        return load_predictor(model, flip=flip)
+    if flip and not isinstance(model, FlipPredictor):
+        return FlipPredictor(model)
+    return model
 
 
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

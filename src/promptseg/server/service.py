@@ -38,6 +38,8 @@ class ModelService:
         self.predictor = predictor
         # everything mode and the decoder export use the torch predictor itself (never mirror-averaged)
         self.plain: Predictor = predictor.predictor if isinstance(predictor, FlipPredictor) else predictor
+        if not isinstance(self.plain, Predictor):
+            raise ValueError("the server runs the torch backend; pass a Sam model or a torch Predictor")
         self.model = self.plain.model
         self.settings = settings
         self.cache = ImageCache(settings.cache_bytes)

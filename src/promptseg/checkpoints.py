@@ -7,6 +7,7 @@ import os
 import pickle
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from functools import cache
 from pathlib import Path
@@ -192,31 +193,58 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         try:
-            tensors = load_file(str(path))
-            # weights may be stored in half precision (the shipped model is); compute in fp32
-            return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
-        except (SafetensorError, OSError, ValueError) as exc:
+            return _as_weights(load_file(str(path)), path)
+        except (SafetensorError, OSError) as exc:
             raise ValueError(f"checkpoint {path} is truncated or corrupt ({exc}); download it again") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not the user's concern
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # Only a well-formed archive (what torch.save writes) can be a file of real objects;
-        # random or damaged bytes can also trip the unpickler's GLOBAL check.
-        if zipfile.is_zipfile(path) and ("Unsupported global" in str(exc) or "GLOBAL" in str(exc)):
+        reason = _unpickler_reason(exc)
+        # what torch.save writes is an archive; random or damaged bytes can trip the GLOBAL check too
+        if zipfile.is_zipfile(path) and ("GLOBAL" in reason or "Unsupported global" in reason):
             raise ValueError(
-                f"checkpoint {path} holds Python objects beyond tensors, which are not loaded for safety; "
-                "save a plain state dict (model.state_dict())"
+                f"checkpoint {path} holds Python objects beyond tensors ({reason}), which are not loaded for "
+                "safety; if it is yours, save a plain state dict (model.state_dict()) with torch.save"
             ) from None
-        raise ValueError(f"checkpoint {path} is truncated or corrupt ({exc}); download it again") from None
+        raise ValueError(f"checkpoint {path} is truncated or corrupt, or holds more than plain tensors ({reason}); "
+                         "download it again, or save a plain state dict") from None
     except Exception as exc:  # damaged bytes can fail anywhere in the unpickler (IndexError, KeyError...)
         raise ValueError(
-            f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {exc}); download it again"
+            f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {_unpickler_reason(exc)}); "
+            "download it again"
         ) from None
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]  # training checkpoints that wrap the weights
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{path} is not a state dict (a mapping of names to tensors); got {type(obj).__name__}")
-    return obj
+    return _as_weights(obj, path)
+
+
+def _unpickler_reason(exc: Exception) -> str:
+    """The part of a torch.load error that says what was wrong, without torch's advice to load
+    with weights_only=False (which would run whatever code the file holds)."""
+    advice = ("weights_only", "Re-running", "documentation", "file an issue", "arbitrary code")
+    lines = [line.strip() for line in str(exc).splitlines()]
+    kept = [line for line in lines if line and not any(a in line for a in advice)]
+    return " ".join(kept)[:300] or type(exc).__name__
+
+
+def _as_weights(tensors: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """Floating tensors in fp32 (checkpoints saved in fp16, bf16 or fp64 compute in fp32); a
+    tensor with NaN or infinite values is refused, naming it."""
+    out = {}
+    for name, value in tensors.items():
+        if value.is_floating_point():
+            value = value.float()
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(
+                    f"checkpoint {path} has NaN or infinite values in {name}; the weights are damaged (a diverged "
+                    "training run, or a bad conversion): use an earlier or re-downloaded file"
+                )
+        out[name] = value
+    return out
 
 
 @cache
@@ -268,6 +296,16 @@ def check_state_dict(state_dict: dict[str, torch.Tensor], model_type: str, sourc
     raise ValueError(f"{source} does not fit {model_type}: " + "; ".join(problems) + hint)
 
 
+def _check_dtypes(state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str) -> None:
+    wrong = sorted(k for k, v in expected.items() if v.is_floating_point() and not state_dict[k].is_floating_point())
+    if wrong:
+        k = wrong[0]
+        raise ValueError(
+            f"{source} holds {len(wrong)} weights as {state_dict[k].dtype} where floating point is needed "
+            f"(e.g. {k}); it is not a model's weights as saved, or was converted wrongly"
+        )
+
+
 def weights_settings(checkpoint: str | os.PathLike) -> WeightsSettings | None:
     """The settings a weights file carries in its metadata (our .safetensors files), else None."""
     path = Path(checkpoint)
@@ -309,6 +347,7 @@ def build_model(
         check_state_dict(state_dict, model_type, f"checkpoint {checkpoint}")
     with torch.device("meta"):
         model = get_config(model_type).build()
+    _check_dtypes(state_dict, model.state_dict(), f"checkpoint {checkpoint}")
     model.load_state_dict(state_dict, strict=True, assign=True)
     model.reset_pixel_buffers()  # unsaved buffers were built on meta
     model.model_type = model_type

@@ -9,6 +9,8 @@ work, and only masks that pass the IoU filter are brought to full size, one at a
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,64 @@ if TYPE_CHECKING:
     from .model import Sam
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+MAX_POINTS_PER_SIDE = 256  # 65,536 clicks per crop
+MAX_POINTS_PER_BATCH = 1024  # a batch's low-res logits: about 0.8 MB per click
+MAX_CROP_LAYERS = 4  # 341 crops
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value, low: int, high: int | None = None) -> None:
+    if not _is_int(value) or value < low or (high is not None and value > high):
+        span = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise ValueError(f"{name} must be a whole number {span}, got {value!r}")
+
+
+def _check_fraction(name: str, value, high_open: bool = False) -> None:
+    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and 0.0 <= value and (value < 1.0 if high_open else value <= 1.0)
+    if not ok:
+        raise ValueError(f"{name} must be a number in [0, 1{')' if high_open else ']'}, got {value!r}")
+
+
+def _check_options(o: dict) -> None:
+    """ValueError naming the first option of `MaskGenerator` that is out of range or would
+    leave a crop layer without clicks."""
+    if (o["points_per_side"] is None) == (o["point_grids"] is None):
+        raise ValueError("give exactly one of points_per_side and point_grids")
+    if o["output_mode"] not in OUTPUT_MODES:
+        raise ValueError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}, got {o['output_mode']!r}")
+    _check_int("points_per_batch", o["points_per_batch"], 1, MAX_POINTS_PER_BATCH)
+    _check_int("crop_n_layers", o["crop_n_layers"], 0, MAX_CROP_LAYERS)
+    _check_int("crop_n_points_downscale_factor", o["crop_n_points_downscale_factor"], 1)
+    _check_int("min_mask_region_area", o["min_mask_region_area"], 0)
+    for name in ("pred_iou_thresh", "stability_score_thresh"):
+        if o[name] is not None:
+            _check_fraction(name, o[name])
+    for name in ("box_nms_thresh", "crop_nms_thresh"):
+        _check_fraction(name, o[name])
+    _check_fraction("crop_overlap_ratio", o["crop_overlap_ratio"], high_open=True)
+    offset = o["stability_score_offset"]
+    if isinstance(offset, bool) or not isinstance(offset, (int, float, np.number)) or not 0 <= offset < math.inf:
+        raise ValueError(f"stability_score_offset must be a finite number >= 0, got {offset!r}")
+    if o["points_per_side"] is not None:
+        pps, factor, layers = o["points_per_side"], o["crop_n_points_downscale_factor"], o["crop_n_layers"]
+        _check_int("points_per_side", pps, 1, MAX_POINTS_PER_SIDE)
+        if int(pps / factor**layers) < 1:
+            raise ValueError(
+                f"points_per_side {pps} with crop_n_points_downscale_factor {factor} leaves no clicks in crop "
+                f"layer {layers}; use more points per side, a smaller factor or fewer crop layers"
+            )
+        return
+    grids = o["point_grids"]
+    if len(grids) != o["crop_n_layers"] + 1:
+        raise ValueError(f"point_grids needs one grid per crop layer ({o['crop_n_layers'] + 1}), got {len(grids)}")
+    for i, grid in enumerate(grids):
+        g = np.asarray(grid, dtype=np.float64)
+        if g.ndim != 2 or g.shape[1] != 2 or len(g) == 0 or not np.isfinite(g).all() or g.min() < 0 or g.max() > 1:
+            raise ValueError(f"point_grids[{i}] must be an Nx2 array (N >= 1) of (x, y) in [0, 1], got shape {g.shape}")
 
 
 @dataclass
@@ -66,6 +126,10 @@ class _Found:
         return len(self.rles)
 
 
+def _nothing() -> None:
+    pass
+
+
 def generator_defaults(model: Sam | PromptPredictor) -> dict[str, float]:
     """Everything-mode thresholds chosen for a model's weights (SAM's 0.88 / 0.95 when its
     weights carry none)."""
@@ -102,27 +166,11 @@ class MaskGenerator:
         min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
     ) -> None:
-        if (points_per_side is None) == (point_grids is None):
-            raise ValueError("give exactly one of points_per_side and point_grids")
-        if output_mode not in OUTPUT_MODES:
-            raise ValueError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}, got {output_mode!r}")
-        if points_per_side is not None and points_per_side < 1:
-            raise ValueError(f"points_per_side must be at least 1, got {points_per_side}")
-        if points_per_batch < 1:
-            raise ValueError(f"points_per_batch must be at least 1, got {points_per_batch}")
-        if crop_n_layers < 0 or crop_n_points_downscale_factor < 1:
-            raise ValueError("crop_n_layers must be >= 0 and crop_n_points_downscale_factor >= 1")
-        for name, value in (("box_nms_thresh", box_nms_thresh), ("crop_nms_thresh", crop_nms_thresh)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        _check_options(locals())
         if points_per_side is not None:
             self.point_grids = M.layer_point_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
         else:
             self.point_grids = [np.asarray(g, dtype=np.float64) for g in point_grids]
-            if len(self.point_grids) != crop_n_layers + 1:
-                raise ValueError(
-                    f"point_grids needs one grid per crop layer ({crop_n_layers + 1}), got {len(point_grids)}"
-                )
         # a Sam model runs through the torch predictor; any predictor serves as it is
         self.predictor = as_predictor(model)
         # None: the defaults chosen for the model's weights (SAM's 0.88 / 0.95 for Meta's; the
@@ -142,20 +190,30 @@ class MaskGenerator:
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
 
+    @property
+    def prompt_count(self) -> int:
+        """Clicks these options ask of the decoder per image, over every crop (crop layer i has
+        4^i crops), whatever the image's size: the measure of a request's work."""
+        return sum(4**layer * len(grid) for layer, grid in enumerate(self.point_grids))
+
     @torch.inference_mode()
-    def generate(self, image: ImageLike, image_state: ImageState | None = None) -> list[dict[str, Any]]:
+    def generate(self, image: ImageLike, image_state: ImageState | None = None,
+                 on_step: Callable[[], None] | None = None) -> list[dict[str, Any]]:
         """Records with `segmentation`, `area`, `bbox` (XYWH), `predicted_iou`, `point_coords`,
         `stability_score` and `crop_box` (XYWH), one per mask found.
 
         `image_state`: this image already embedded by this model (a predictor's `image_state`
-        after `set_image(image)`); the whole-image layer then uses it instead of embedding again."""
+        after `set_image(image)`); the whole-image layer then uses it instead of embedding again.
+        `on_step`: called before each crop's embedding, each batch of clicks and each mask
+        brought to full size (each a fraction of a second at most on a CPU); it may run
+        other work meanwhile, or raise to stop this image (the exception propagates)."""
         image = read_image(image)
         if image_state is not None and tuple(image_state.original_size) != tuple(image.shape[:2]):
             raise ValueError(
                 f"image_state was embedded from a {tuple(image_state.original_size)} image, but this image is "
                 f"{tuple(image.shape[:2])}; pass the state of this image or none"
             )
-        found = self._generate(image, image_state)
+        found = self._generate(image, image_state, on_step or _nothing)
         if self.min_mask_region_area > 0 and len(found):
             found = self._remove_small_regions(found, self.min_mask_region_area, self.box_nms_thresh)
         records = []
@@ -179,17 +237,19 @@ class MaskGenerator:
             )
         return records
 
-    def _generate(self, image: np.ndarray, image_state=None) -> _Found:
+    def _generate(self, image: np.ndarray, image_state, on_step: Callable[[], None]) -> _Found:
         size = image.shape[:2]
         boxes, layers = M.crop_boxes(size, self.crop_n_layers, self.crop_overlap_ratio)
-        found = _Found.concat([self._process_crop(image, box, layer, size, image_state) for box, layer in zip(boxes, layers)])
+        found = _Found.concat([self._process_crop(image, box, layer, size, image_state, on_step)
+                               for box, layer in zip(boxes, layers)])
         if len(boxes) > 1 and len(found):
             scores = 1.0 / M.box_area(found.crops).float()  # prefer masks from smaller crops
             found = found.take(M.batched_nms(found.boxes, scores, self.crop_nms_thresh))
         return found
 
     def _process_crop(self, image: np.ndarray, crop: list[int], layer: int, size: tuple[int, int],
-                      image_state=None) -> _Found:
+                      image_state, on_step: Callable[[], None]) -> _Found:
+        on_step()
         x0, y0, x1, y1 = crop
         crop_image = image[y0:y1, x0:x1, :]
         crop_size = crop_image.shape[:2]
@@ -199,12 +259,11 @@ class MaskGenerator:
             self.predictor.set_image(crop_image)
         state = self.predictor.image_state
         points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
-        found = _Found.concat(
-            [
-                self._process_batch(state, points[start : start + self.points_per_batch], crop, size)
-                for start in range(0, len(points), self.points_per_batch)
-            ]
-        )
+        parts = []
+        for start in range(0, len(points), self.points_per_batch):
+            on_step()
+            parts.append(self._process_batch(state, points[start : start + self.points_per_batch], crop, size, on_step))
+        found = _Found.concat(parts)
         self.predictor.reset_image()
         if not len(found):
             return found
@@ -213,7 +272,8 @@ class MaskGenerator:
         found.points = M.uncrop_points(found.points, crop)
         return found
 
-    def _process_batch(self, state, points: np.ndarray, crop: list[int], size: tuple[int, int]) -> _Found:
+    def _process_batch(self, state, points: np.ndarray, crop: list[int], size: tuple[int, int],
+                       on_step: Callable[[], None]) -> _Found:
         pred = self.predictor
         low_res, iou = (torch.as_tensor(a) for a in pred.decode_points(state, points))
         per_point = low_res.shape[1]
@@ -231,6 +291,7 @@ class MaskGenerator:
         # Bring survivors to full size one at a time: memory stays at one mask, whatever the image.
         kept, boxes, stabilities, rles = [], [], [], []
         for i in keep.tolist():
+            on_step()
             logits = pred.postprocess(low_res[i : i + 1, None], state, True)[0, 0]
             stab = M.stability_score_np(logits, threshold, offset)
             if self.stability_score_thresh > 0.0 and not stab >= self.stability_score_thresh:

@@ -16,6 +16,21 @@ ImageLike = str | os.PathLike | Image.Image | np.ndarray
 
 
 SAMPLES = ("coffee.png", "chelsea.png")  # bundled photos (scikit-image's data, CC0)
+# The longest side over the shortest: the model sees images scaled to a fixed longest side, and
+# beyond this the short side would shrink to nothing.
+MAX_ASPECT_RATIO = 512
+
+
+def check_image_shape(height: int, width: int) -> None:
+    """Raise ValueError, saying what to do, for an image the model cannot take: empty, or
+    longer than MAX_ASPECT_RATIO times its width (or the other way round)."""
+    if height < 1 or width < 1:
+        raise ValueError(f"the image is {width}x{height} pixels: it is empty")
+    if max(height, width) > MAX_ASPECT_RATIO * min(height, width):
+        raise ValueError(
+            f"the image is {width}x{height} pixels, an aspect ratio beyond {MAX_ASPECT_RATIO}:1 that the model "
+            "cannot take; crop it into pieces or pad its short side"
+        )
 
 
 def sample_image_path(name: str = "coffee.png") -> Path:
@@ -76,12 +91,27 @@ def array_to_rgb(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+_READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
+def _bomb_message(exc: Image.DecompressionBombError) -> str:
+    return f"{exc} If you trust this file, raise PIL.Image.MAX_IMAGE_PIXELS."
+
+
 def read_image(source: ImageLike) -> np.ndarray:
-    """Read a path, PIL image or array into an HxWx3 uint8 RGB array, upright per its EXIF tag."""
+    """Read a path, PIL image or array into an HxWx3 uint8 RGB array, upright per its EXIF tag.
+
+    A file that cannot be decoded (not an image, truncated, a decompression bomb) raises
+    ValueError saying why; a missing file FileNotFoundError."""
     if isinstance(source, np.ndarray):
         return array_to_rgb(source)
     if isinstance(source, Image.Image):
-        return _pil_to_rgb(source)
+        try:  # a PIL image opened by the caller is decoded lazily, here
+            return _pil_to_rgb(source)
+        except Image.DecompressionBombError as exc:
+            raise ValueError(f"cannot read the image: {_bomb_message(exc)}") from None
+        except _READ_ERRORS as exc:
+            raise ValueError(f"cannot read the image ({exc}); is it a complete image file?") from None
     if not isinstance(source, (str, os.PathLike)):
         raise ValueError(f"cannot read an image from a {type(source).__name__}; pass a path, PIL image or array")
     path = Path(source)
@@ -93,16 +123,23 @@ def read_image(source: ImageLike) -> np.ndarray:
         with Image.open(path) as img:
             img.load()
             return _pil_to_rgb(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"cannot read {path}: {_bomb_message(exc)}") from None
+    except _READ_ERRORS as exc:
         raise ValueError(f"cannot read {path} as an image ({exc}); is it a complete image file?") from None
+
+
+PARTIAL_SUFFIX = ".partial"
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it into place only if the block succeeds."""
+    """Yield a temporary path beside `path` (.NAME.PID.RANDOM.partial); rename it into place only
+    if the block succeeds. A process killed meanwhile leaves the temporary file, which batch
+    jobs remove on their next run (`promptseg.engine.batch.remove_partial_files`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

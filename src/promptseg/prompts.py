@@ -20,6 +20,14 @@ def _as_array(value: Any, name: str) -> np.ndarray:
     return arr
 
 
+def check_flag(value: Any, name: str) -> bool:
+    """A yes/no option as a bool; ValueError for anything else ("yes", 1, None ...), which
+    would otherwise be taken by its truth value."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
 def check_prompts(
     original_size: tuple[int, int],
     point_coords=None,
@@ -27,12 +35,14 @@ def check_prompts(
     box=None,
     mask_input=None,
     mask_input_size: tuple[int, int] = (256, 256),
+    multimask_output: bool = True,
 ):
     """Validate prompts given in the original image frame.
 
     Returns (coords (B, N, 2), labels (B, N), boxes (B, 4) clipped to the image, masks
     (B, 1, h, w)) with None for absent prompts, the batch size, and whether the call was batched.
     Raises ValueError naming the bad value."""
+    check_flag(multimask_output, "multimask_output")
     if point_coords is None and box is None and mask_input is None:
         raise ValueError("no prompt given: pass point_coords with point_labels, a box, or a mask_input")
     if (point_coords is None) != (point_labels is None):
@@ -66,6 +76,8 @@ def _check_points(original_size, point_coords, point_labels) -> tuple[np.ndarray
         batched, expect_labels = True, coords.shape[:2]
     else:
         raise ValueError(f"point_coords must be Nx2 (or BxNx2 for a batch), got shape {coords.shape}")
+    if coords.shape[-2] == 0 or coords.shape[0] == 0:
+        raise ValueError("point_coords holds no points; give at least one (x, y), or pass None for no points")
     if labels.shape != expect_labels:
         raise ValueError(f"point_labels must have shape {expect_labels} to match point_coords, got {labels.shape}")
     labels = labels.reshape(coords.shape[:2])
@@ -93,7 +105,9 @@ def _check_boxes(original_size, box) -> tuple[np.ndarray, bool]:
     boxes = _as_array(box, "box")
     if boxes.shape == (4,):
         boxes = boxes[None]
-    elif not (boxes.ndim == 2 and boxes.shape[1] == 4 and boxes.shape[0] >= 1):
+    elif boxes.ndim == 2 and boxes.shape[1] == 4 and boxes.shape[0] == 0:
+        raise ValueError("box holds no boxes; give at least one [x0, y0, x1, y1], or pass None for no box")
+    elif not (boxes.ndim == 2 and boxes.shape[1] == 4):
         raise ValueError(f"box must be [x0, y0, x1, y1] (or Bx4 for a batch), got shape {boxes.shape}")
     inverted = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
     if inverted.any():
@@ -114,7 +128,7 @@ def _check_masks(mask_input, size: tuple[int, int]) -> tuple[np.ndarray, bool]:
         return masks[None, None], False
     if masks.shape == (1, *size):
         return masks[None], False
-    if masks.ndim == 4 and masks.shape[1:] == (1, *size):
+    if masks.ndim == 4 and masks.shape[1:] == (1, *size) and masks.shape[0] > 0:
         return masks, masks.shape[0] > 1
     raise ValueError(
         f"mask_input must be 1x{size[0]}x{size[1]} low-res logits (e.g. low_res_logits from an earlier "

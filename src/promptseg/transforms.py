@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from .io import check_image_shape
+
 if TYPE_CHECKING:  # torch is not needed at run time here: the ONNX Runtime path uses this module
     import torch
 
@@ -24,7 +26,9 @@ class ResizeLongestSide:
         self.target_length = target_length
 
     def apply_image(self, image: np.ndarray) -> np.ndarray:
-        """HxWx3 uint8 -> resized with PIL's bilinear filter (as SAM's release does)."""
+        """HxWx3 uint8 -> resized with PIL's bilinear filter (as SAM's release does). Raises
+        ValueError for a shape the model cannot take (`promptseg.io.check_image_shape`)."""
+        check_image_shape(image.shape[0], image.shape[1])
         h, w = preprocess_shape(image.shape[0], image.shape[1], self.target_length)
         return np.array(Image.fromarray(image).resize((w, h), Image.BILINEAR))
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from ..prompts import check_flag
+
 
 @dataclass
 class ImageState:
@@ -100,6 +102,7 @@ class EmbeddedImage:
         Batched: point_coords (B, N, 2) with labels (B, N) (-1 pads shorter point sets), boxes
         (B, 4), mask_input (B, 1, h, w); every output then gains a leading B axis.
         """
+        check_flag(return_logits, "return_logits")
         low_res, iou, state, batched = self.predict_low_res(point_coords, point_labels, box, mask_input,
                                                             multimask_output)
         out = (self.postprocess(low_res, state, return_logits), as_float_array(iou), as_float_array(low_res))

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from .common import MODEL_HELP, fail, user_errors
+from ..cpu import set_threads
+from .common import MODEL_HELP, check_output_dir, fail, threads_option, user_errors
 from .everything import report_failures
 
 
@@ -23,6 +24,7 @@ def engine(
         None, help="Keep masks at least this stable [default: the model's; 0.95 for SAM]."
     ),
     min_mask_region_area: int = typer.Option(100, help="Remove holes and islands smaller than this (pixels)."),
+    threads: int | None = threads_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Data engine, automatic stage: turn unlabelled photos into an SA-1B shard for training."""
@@ -36,6 +38,8 @@ def engine(
     if not paths:
         fail(f"no image files found in {' '.join(inputs)}")
     with user_errors():
+        set_threads(threads)
+        check_output_dir(output)
         generator = MaskGenerator(
             load_model(model, checkpoint),
             points_per_side=points_per_side,

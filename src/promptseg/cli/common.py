@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import typer
 
@@ -19,6 +22,14 @@ REFINE_HELP = (
     "embedding; best for small objects), grabcut (OpenCV GrabCut seeded by the answer and the prompts), "
     "zoom+grabcut, or none."
 )
+
+
+THREADS_HELP = ("Compute threads (default: $PROMPTSEG_THREADS, else the CPUs this process may use, from its "
+                "affinity and cgroup quota). On a machine busy with other work, 1 is often much faster.")
+
+
+def threads_option():
+    return typer.Option(None, "--threads", help=THREADS_HELP, show_default=False)
 
 
 class UserError(Exception):
@@ -37,6 +48,9 @@ def user_errors() -> Iterator[None]:
         yield
     except (UserError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
+    except OSError as exc:  # a full disk, a folder that vanished, ...: what failed and where
+        where = f": {exc.filename}" if exc.filename else ""
+        fail(f"{exc.strerror or exc}{where}")
 
 
 def parse_floats(text: str, n: tuple[int, ...], what: str) -> list[float]:
@@ -45,10 +59,47 @@ def parse_floats(text: str, n: tuple[int, ...], what: str) -> list[float]:
         values = [float(p) for p in parts]
     except ValueError:
         raise UserError(f"{what} {text!r} is not a list of numbers") from None
+    if not all(math.isfinite(v) for v in values):
+        raise UserError(f"{what} {text!r} holds a value that is not a finite number")
     if len(values) not in n:
         shapes = {2: "X,Y", 3: "X,Y,LABEL", 4: "X0,Y0,X1,Y1"}
         raise UserError(f"{what} {text!r} must be {' or '.join(shapes[k] for k in n)}")
     return values
+
+
+def _writable_folder(folder: Path, what: str) -> None:
+    """`folder` (existing) takes new files; tried by making one, which also holds for root and
+    read-only file systems."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(f"{what}: cannot write in {folder} ({exc.strerror or exc})") from None
+
+
+def _existing_ancestor(path: Path, what: str) -> Path:
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{what} {path}: {parent} is a file, not a folder")
+            return parent
+    return Path(".")
+
+
+def check_output_file(path: Path, what: str = "--output") -> None:
+    """Fail before any work when a file cannot be written at `path`: it is a folder, it lies
+    under a file, or its folder takes no new files."""
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder; give a file name (e.g. {path / 'mask.png'})")
+    folder = path.parent if path.parent.is_dir() else _existing_ancestor(path, what)
+    _writable_folder(folder, f"{what} {path}")
+
+
+def check_output_dir(path: Path, what: str = "--output") -> None:
+    """Fail before any work when `path` cannot be (made into) a folder that takes files."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} is a file; give a folder")
+    _writable_folder(path if path.is_dir() else _existing_ancestor(path, what), f"{what} {path}")
 
 
 def check_refine(refine: str | None) -> str | None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ..cpu import set_threads
 from .common import (
     BACKEND_HELP,
     FLIP_HELP,
@@ -14,6 +15,7 @@ from .common import (
     UserError,
     check_backend,
     check_refine,
+    threads_option,
     user_errors,
 )
 
@@ -38,6 +40,7 @@ def evaluate(
     flip: bool = typer.Option(False, "--flip", help=FLIP_HELP + " The model's rows are then named '... flip'."),
     backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
     onnx_dir: Path | None = typer.Option(None, "--onnx-dir", help="Folder written by `promptseg export`."),
+    threads: int | None = threads_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Score a model with the field's protocols (1-click, box, NoC@85/90) beside classical baselines."""
@@ -48,6 +51,7 @@ def evaluate(
     from ..progress import progress, status
 
     with user_errors():
+        set_threads(threads)
         chosen = {p.strip() for p in protocols.split(",") if p.strip()}
         if not chosen or chosen - {"box", "click", "noc"}:
             raise UserError(f"--protocols {protocols!r}: use any of box, click, noc")

@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from .common import BACKEND_HELP, FLIP_HELP, MODEL_HELP, check_backend, fail, user_errors
+from ..cpu import set_threads
+from .common import (
+    BACKEND_HELP,
+    FLIP_HELP,
+    MODEL_HELP,
+    check_backend,
+    check_output_dir,
+    fail,
+    threads_option,
+    user_errors,
+)
 
 
 def everything(
@@ -34,6 +44,7 @@ def everything(
     backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
     onnx_dir: Path | None = typer.Option(None, "--onnx-dir", help="Folder written by `promptseg export`."),
     flip: bool = typer.Option(False, "--flip", help=FLIP_HELP),
+    threads: int | None = threads_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Find every object in each image; write SA-1B JSON, COCO JSON or PNG masks, and overlays.
@@ -52,6 +63,8 @@ def everything(
     if not paths:
         fail(f"no image files found in {' '.join(inputs)}")
     with user_errors():
+        set_threads(threads)
+        check_output_dir(output)
         check_backend(backend)
         predictor = load_predictor(model, checkpoint=checkpoint, backend=backend, flip=flip, onnx_dir=onnx_dir)
         generator = MaskGenerator(

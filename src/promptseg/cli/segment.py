@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from ..cpu import set_threads
 from .common import (
     BACKEND_HELP,
     FLIP_HELP,
@@ -16,8 +17,10 @@ from .common import (
     REFINE_HELP,
     UserError,
     check_backend,
+    check_output_file,
     check_refine,
     parse_floats,
+    threads_option,
     user_errors,
 )
 
@@ -42,6 +45,7 @@ def segment(
         None, "--refine", help=REFINE_HELP + " [default: the one chosen for the model's weights: grabcut for the "
         "bundled model, none for Meta's]"),
     flip: bool = typer.Option(False, "--flip", help=FLIP_HELP),
+    threads: int | None = threads_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Segment IMAGE from point and/or box prompts and write the mask as a PNG."""
@@ -52,7 +56,11 @@ def segment(
     from ..refine import answer_masks
 
     with user_errors():
+        set_threads(threads)
         coords, labels, box_arr = _parse_prompts(point, box)
+        check_output_file(output)
+        if overlay_path is not None:
+            check_output_file(overlay_path, "--overlay")
         rgb = read_image(image)
         check_prompts(rgb.shape[:2], coords, labels, box_arr)  # fail before the slow part
         chosen = check_refine(refine)
@@ -76,10 +84,11 @@ def segment(
             masks = answer_masks(logits, predictor.mask_threshold, chosen, rgb, coords, labels, box_arr, predictor)
         t_refine = time.perf_counter() - t0
 
-    written = _write_masks(masks, scores, output, multimask)
-    if overlay_path is not None:
-        best = masks[int(np.argmax(scores))]
-        write_image(overlay(rgb, [best], points=coords, labels=labels, boxes=box_arr), overlay_path)
+    with user_errors():  # a disk that fills up meanwhile
+        written = _write_masks(masks, scores, output, multimask)
+        if overlay_path is not None:
+            best = masks[int(np.argmax(scores))]
+            write_image(overlay(rgb, [best], points=coords, labels=labels, boxes=box_arr), overlay_path)
     summary = {
         "image": str(image),
         "size": {"width": rgb.shape[1], "height": rgb.shape[0]},
@@ -109,6 +118,9 @@ def _parse_prompts(point: list[str], box: str | None):
     if not points and box_values is None:
         raise UserError("give at least one --point X,Y or a --box X0,Y0,X1,Y1")
     coords = np.array([p[:2] for p in points]) if points else None
+    for p in points:
+        if len(p) == 3 and p[2] not in (0, 1):
+            raise UserError(f"--point label {p[2]:g}: use 1 (foreground) or 0 (background)")
     labels = np.array([int(p[2]) if len(p) == 3 else 1 for p in points]) if points else None
     return coords, labels, (np.array(box_values) if box_values else None)
 

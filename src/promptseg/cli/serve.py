@@ -6,9 +6,10 @@ from pathlib import Path
 
 import typer
 
+from ..cpu import set_threads
 from ..predict import load_predictor
 from ..progress import status
-from .common import FLIP_HELP, MODEL_HELP, UserError, fail, user_errors
+from .common import FLIP_HELP, MODEL_HELP, UserError, fail, threads_option, user_errors
 
 
 def serve(
@@ -16,19 +17,35 @@ def serve(
     checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0: any free port)."),
-    cache_mb: int = typer.Option(1024, "--cache-mb", min=16, help="Memory budget of the embedded-image cache (MiB)."),
+    cache_mb: int = typer.Option(
+        1024, "--cache-mb", min=16,
+        help="Memory budget (MiB) for images: the embedded-image cache and the uploads being decoded and embedded. "
+             "Over it, uploads get 503 with Retry-After.",
+    ),
     max_upload_mb: int = typer.Option(25, "--max-upload-mb", min=1, help="Largest accepted upload (MiB)."),
     max_megapixels: float = typer.Option(40.0, "--max-megapixels", min=0.01, help="Largest accepted image."),
+    max_everything_prompts: int = typer.Option(
+        16384, "--max-everything-prompts", min=1,
+        help="Most clicks one everything request may ask for (points_per_side^2 x crops).",
+    ),
+    everything_seconds: float = typer.Option(
+        120.0, "--everything-seconds", min=0.1, help="Model time one everything request may take (s); then 503.",
+    ),
+    max_everything_jobs: int = typer.Option(
+        2, "--max-everything-jobs", min=1, help="Everything requests queued or running at once; more get 503.",
+    ),
     web_runtime: str = typer.Option(
         "auto", "--web-runtime",
         help="onnxruntime-web for decoding in the browser: auto (installed by `promptseg install-web-runtime`, "
              "if it was), off, or a folder with its files.",
     ),
     flip: bool = typer.Option(False, "--flip", help=FLIP_HELP + " Prompts are then decoded on the server only."),
+    threads: int | None = threads_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log errors only."),
 ) -> None:
     """Serve the web page at / and the HTTP API under /v1 (OpenAPI docs at /docs)."""
     with user_errors():
+        set_threads(threads)
         from ..server import ort_web
 
         runtime = None
@@ -47,7 +64,8 @@ def serve(
 
         settings = ServerSettings(
             max_upload_bytes=max_upload_mb * 2**20, max_pixels=int(max_megapixels * 1e6), cache_bytes=cache_mb * 2**20,
-            web_runtime=runtime, flip=flip,
+            web_runtime=runtime, flip=flip, max_everything_prompts=max_everything_prompts,
+            everything_seconds=everything_seconds, max_everything_jobs=max_everything_jobs,
         )
         app_ = create_app(predictor, settings)
     if not quiet:

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import typer
 
-from .common import user_errors
+from ..cpu import set_threads
+from .common import threads_option, user_errors
 
 
 def train(
     config: Path = typer.Argument(..., help="TOML training config (see configs/tiny.toml)."),
     fresh: bool = typer.Option(False, "--fresh", help="Start again instead of resuming from the output folder."),
     max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Stop after this many steps (resume later)."),
+    threads: int | None = threads_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Train or fine-tune a model with SAM's recipe (simulated interactive prompts, focal+dice, IoU head)."""
@@ -20,6 +22,7 @@ def train(
     from ..train.loop import train as run_training
 
     with user_errors():
+        set_threads(threads)
         cfg = TrainConfig.from_file(config)
         path = run_training(cfg, resume=not fresh, quiet=quiet, max_steps=max_steps)
     typer.echo(str(path))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cpu import thread_count
 from ..io import ImageLike, read_image
 from ..prompts import check_prompts
 from ..transforms import ResizeLongestSide, preprocess_shape, upscale_logits
@@ -26,8 +27,7 @@ def _session(path: Path, threads: int | None):
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
+    options.intra_op_num_threads = threads or thread_count()
     options.log_severity_level = 3
     # no busy-waiting worker threads between runs: they would take the cores from whatever runs
     # next (the rest of the program, or torch), which on a 2-core machine costs more than it saves
@@ -129,7 +129,8 @@ class OnnxPredictor(EmbeddedImage):
         prompts came batched."""
         state = self.image_state
         coords, labels, boxes, masks, n, batched = check_prompts(
-            state.original_size, point_coords, point_labels, box, mask_input, self.mask_input_size
+            state.original_size, point_coords, point_labels, box, mask_input, self.mask_input_size,
+            multimask_output=multimask_output,
         )
         sel = slice(1, 4) if multimask_output else slice(0, 1)
         out_iou, out_low = [], []

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..cpu import tune_allocator
+from ..cpu import fit_threads, tune_allocator
 from ..io import ImageLike, read_image
 from ..model import Sam
 from ..prompts import check_prompts
@@ -34,6 +34,7 @@ class Predictor(EmbeddedImage):
 
     def __init__(self, sam_model: Sam) -> None:
         tune_allocator()
+        fit_threads()
         self.model = sam_model.eval()
         self.transform = ResizeLongestSide(sam_model.img_size)
         self._state: ImageState | None = None
@@ -163,7 +164,8 @@ class Predictor(EmbeddedImage):
         the prompts came batched."""
         state = self.image_state
         coords, labels, boxes, masks, n, batched = check_prompts(
-            state.original_size, point_coords, point_labels, box, mask_input, self.mask_input_size
+            state.original_size, point_coords, point_labels, box, mask_input, self.mask_input_size,
+            multimask_output=multimask_output,
         )
         dev = self.device
         pts = lab = box_t = mask_t = None

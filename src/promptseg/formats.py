@@ -57,7 +57,8 @@ def coco_json(images: list[dict], annotations: list[dict]) -> dict:
 
 
 def write_png_masks(records: list[dict], folder: Path) -> list[str]:
-    """One 8-bit PNG per mask (0/255), largest first, named mask_000.png ..."""
+    """One 8-bit PNG per mask (0/255), largest first, named mask_000.png ...; mask files of an
+    earlier, interrupted or different run beyond these are removed."""
     from .io import write_mask_png
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -68,6 +69,8 @@ def write_png_masks(records: list[dict], folder: Path) -> list[str]:
         name = f"mask_{i:03d}.png"
         write_mask_png(mask, folder / name)
         names.append(name)
+    for stale in set(p.name for p in folder.glob("mask_*.png")) - set(names):
+        (folder / stale).unlink(missing_ok=True)
     return names
 
 

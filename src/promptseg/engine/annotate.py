@@ -13,38 +13,34 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..formats import sa1b_json
-from ..io import read_image, write_json
+from ..io import atomic_path, read_image, write_json
+from .batch import Item, run_batch
 
 MAX_IMAGE_FRACTION = 0.95
 
 
 def auto_annotate(generator, paths: list[Path], out_dir: Path, advance: Callable[[], None] = lambda: None):
-    """Annotate each image into out_dir as sa_<stem>.<ext> + sa_<stem>.json; images already done
-    are skipped, unreadable ones reported. Returns (annotated, masks kept, [(path, why)])."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    done = kept = 0
-    failures: list[tuple[str, str]] = []
-    for image_id, path in enumerate(paths, start=1):
-        stem = f"sa_{path.stem}"
-        target = out_dir / f"{stem}.json"
-        if target.exists():
-            advance()
-            continue
-        try:
-            rgb = read_image(path)
-            records = generator.generate(rgb)
-        except (ValueError, FileNotFoundError, OSError) as exc:
-            failures.append((str(path), str(exc)))
-            advance()
-            continue
+    """Annotate each image into out_dir as sa_<name>.<ext> + sa_<name>.json; images already done
+    are skipped, unreadable ones reported (`promptseg.engine.batch`). Returns (annotated, masks
+    kept, [(path, why)])."""
+
+    def process(item: Item) -> int:
+        rgb = read_image(item.path)
+        records = generator.generate(rgb)
         h, w = rgb.shape[:2]
         records = [r for r in records if r["area"] < MAX_IMAGE_FRACTION * h * w]
-        image_name = f"{stem}{path.suffix.lower()}"
-        shutil.copyfile(path, out_dir / image_name)
-        doc = sa1b_json(records, image_id, image_name, w, h)
-        doc["image"]["source"] = f"promptseg engine (automatic stage) from {path.name}"
-        write_json(doc, target)  # written last: its presence marks the image done
-        done += 1
-        kept += len(records)
-        advance()
-    return done, kept, failures
+        image_name = f"sa_{item.name}{item.path.suffix.lower()}"
+        with atomic_path(out_dir / image_name) as tmp:
+            shutil.copyfile(item.path, tmp)
+        doc = sa1b_json(records, item.image_id, image_name, w, h)
+        doc["image"]["source"] = f"promptseg engine (automatic stage) from {item.path.name}"
+        doc["image"]["source_sha256"] = item.key
+        write_json(doc, _target(out_dir, item.name))  # written last: its presence marks the image done
+        return len(records)
+
+    summary = run_batch(paths, out_dir, lambda name: _target(out_dir, name), process, lambda s: advance())
+    return summary.done, summary.masks, summary.failures
+
+
+def _target(out_dir: Path, name: str) -> Path:
+    return out_dir / f"sa_{name}.json"

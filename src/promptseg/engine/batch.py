@@ -1,0 +1,170 @@
+"""What every job over a folder of images guarantees: one output name per input that no other
+input of the job can take, a re-run that skips only images whose output was made from the same
+file, a bad file reported and skipped while the others go on, and no debris from a run that was
+killed while writing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..io import PARTIAL_SUFFIX
+
+# atomic_path's temporary files: .NAME.PID.RANDOM.partial (and .NAME.RANDOM.SUFFIX before the PID)
+_PARTIAL = re.compile(r"^\..+\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}" + re.escape(PARTIAL_SUFFIX) + "$")
+_OLD_PARTIAL = re.compile(r"^\..+(?P<ext>\.[A-Za-z]+)\.[A-Za-z0-9_]{8}(?P=ext)$")
+
+
+@dataclass
+class BatchSummary:
+    """What a job did: images processed, skipped as already done, masks written, and (input,
+    why) for every input that failed."""
+
+    total: int = 0
+    done: int = 0
+    skipped: int = 0
+    masks: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Item:
+    """One input of a job: its id (from 1, in input order), file, output name and content key."""
+
+    image_id: int
+    path: Path
+    name: str
+    key: str
+
+
+def output_names(paths: list[Path]) -> list[str]:
+    """A distinct output name per input, from its file stem; inputs whose stems clash (ignoring
+    case, as some file systems do) get their extension, then their parent folders, then a number
+    added until no two are the same."""
+
+    def candidates(p: Path) -> Iterator[str]:
+        name = p.stem
+        yield name
+        name = f"{name}_{p.suffix.lstrip('.').lower()}" if p.suffix else name
+        yield name
+        for parent in p.resolve().parent.parts[::-1]:
+            name = f"{parent.strip('/') or 'root'}_{name}"
+            yield name
+
+    options = [list(candidates(p)) for p in paths]
+    level = [0] * len(paths)
+    while True:
+        names = [options[i][min(level[i], len(options[i]) - 1)] for i in range(len(paths))]
+        groups: dict[str, list[int]] = {}
+        for i, n in enumerate(names):
+            groups.setdefault(n.casefold(), []).append(i)
+        clashing = [g for g in groups.values() if len(g) > 1]
+        if not clashing:
+            return names
+        advanced = False
+        for group in clashing:
+            for i in group:
+                if level[i] < len(options[i]) - 1:
+                    level[i] += 1
+                    advanced = True
+        if not advanced:  # the same path twice, or names equal to the root: number them
+            seen: dict[str, int] = {}
+            out = []
+            for n in names:
+                k = n.casefold()
+                seen[k] = seen.get(k, 0) + 1
+                out.append(n if seen[k] == 1 else f"{n}_{seen[k]}")
+            return out
+
+
+def content_key(path: Path) -> str:
+    """SHA-256 of a file's bytes: the key its output records, so a re-run can tell whether an
+    output was made from this very file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _done_from(target: Path, item: Item) -> bool:
+    """Whether `target` holds this input's result; ValueError when it holds another file's."""
+    if not target.exists():
+        return False
+    try:
+        image = json.loads(target.read_text())["image"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # unreadable: made again
+    key = image.get("source_sha256")
+    if key is None or key == item.key:  # None: written before outputs recorded their source
+        return True
+    raise ValueError(
+        f"{target} was made from another file ({image.get('file_name')}, different content); remove it to redo "
+        "this image, or write to another output folder"
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process
+    return True
+
+
+def remove_partial_files(folder: Path) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write left in `folder` and below
+    (those of live processes stay); returns what was removed."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for root, _, files in os.walk(folder):
+        for name in files:
+            m = _PARTIAL.match(name)
+            if (m and not _alive(int(m["pid"]))) or (not m and _OLD_PARTIAL.match(name)):
+                path = Path(root) / name
+                try:
+                    path.unlink()
+                    removed.append(path)
+                except FileNotFoundError:
+                    pass
+    return removed
+
+
+def run_batch(paths: list[Path], output: Path, target_of: Callable[[str], Path],
+              process: Callable[[Item], int], after_each: Callable[[BatchSummary], None] = lambda s: None,
+              ) -> BatchSummary:
+    """Run `process` (which writes an input's outputs, `target_of(name)` last, and returns its
+    mask count) over `paths`, into `output`: debris of killed runs removed first, inputs whose
+    target was made from the same file skipped, and any failure of one input recorded in the
+    summary while the others go on. `after_each` sees the summary after every input."""
+    output.mkdir(parents=True, exist_ok=True)
+    remove_partial_files(output)
+    summary = BatchSummary(total=len(paths))
+    for image_id, (path, name) in enumerate(zip(paths, output_names(paths)), start=1):
+        try:
+            item = Item(image_id, path, name, content_key(path))
+            if _done_from(target_of(name), item):
+                summary.skipped += 1
+            else:
+                summary.masks += process(item)
+                summary.done += 1
+        except Exception as exc:  # noqa: BLE001 - one input's failure of any kind never stops the job
+            summary.failures.append((str(path), _reason(exc)))
+        after_each(summary)
+    return summary
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, (ValueError, FileNotFoundError)):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}"
+    return f"{type(exc).__name__}: {exc}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from importlib import resources
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -32,7 +32,7 @@ def create_app(model: Sam | PromptPredictor, settings: ServerSettings | None = N
     app = FastAPI(title="promptseg", version=__version__,
                   summary="Segment Anything: upload an image once, then prompt it with points, boxes and masks.")
     app.add_exception_handler(RequestValidationError, _invalid_request)
-    app.middleware("http")(_bounded(svc))
+    app.add_middleware(_Bounded, svc=svc)
     static = resources.files("promptseg") / "server" / "static"
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -63,23 +63,44 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
     return JSONResponse({"detail": f"invalid request: {where}", "errors": errors}, status_code=422)
 
 
-def _bounded(svc: ModelService):
-    """Middleware: request bodies bounded by their declared length, and one bad request never
-    takes the server down."""
-    settings = svc.settings
+class _Bounded:
+    """Pure ASGI middleware (a BaseHTTPMiddleware would hide a client's disconnect from the
+    routes): request bodies bounded by their declared length, an upload's bytes held against the
+    memory budget before its body is read, and one bad request never takes the server down."""
 
-    async def bound_bodies(request: Request, call_next):
+    def __init__(self, app, svc: ModelService) -> None:
+        self.app = app
+        self.svc = svc
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        svc, settings = self.svc, self.svc.settings
         svc.stats["requests"] += 1
-        if request.method == "POST":
-            length = request.headers.get("content-length")
-            limit = settings.max_upload_bytes + 65536 if request.url.path == "/v1/images" else settings.max_json_bytes
-            if length is None:
-                return JSONResponse({"detail": "send a Content-Length header"}, status_code=411)
+        held = 0
+        if scope["method"] == "POST":
+            length = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
+            upload = scope["path"] == "/v1/images"
+            limit = settings.max_upload_bytes + 65536 if upload else settings.max_json_bytes
+            if not length:
+                return await JSONResponse({"detail": "send a Content-Length header"}, 411)(scope, receive, send)
             if not length.isdigit() or int(length) > limit:
-                return JSONResponse({"detail": f"request body over {limit} bytes"}, status_code=413)
-        try:
-            return await call_next(request)
-        except Exception as exc:  # one bad request never takes the server down
-            return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+                return await JSONResponse({"detail": f"request body over {limit} bytes"}, 413)(scope, receive, send)
+            held = int(length) if upload else 0  # an upload's bytes count against the memory budget
+        started = False
 
-    return bound_bodies
+        async def tracked_send(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            with svc.memory.reserve(held, "the upload"):
+                await self.app(scope, receive, tracked_send)
+        except HTTPException as exc:  # the budget is full: refused before the body is read
+            await JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)(scope, receive, send)
+        except Exception as exc:  # one bad request never takes the server down
+            if started:
+                raise
+            body = {"detail": f"internal error: {type(exc).__name__}: {exc}"}
+            await JSONResponse(body, 500)(scope, receive, send)

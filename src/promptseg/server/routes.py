@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import secrets
@@ -16,8 +17,18 @@ from .. import masks as M
 from ..everything import MaskGenerator
 from ..io import SAMPLES, sample_image_path
 from ..refine import answer_masks
-from .schemas import EverythingRequest, SegmentRequest, decode_upload, encode_mask
+from .cache import CachedImage
+from .schemas import (
+    IMAGE_LINKS,
+    EverythingRequest,
+    SegmentRequest,
+    decode_opened,
+    encode_mask,
+    error_responses,
+    open_upload,
+)
 from .service import ModelService
+from .worker import HeavyJob, Stopped
 
 router = APIRouter()
 
@@ -41,7 +52,8 @@ async def decoder_onnx(svc: Service) -> FileResponse:
 def healthz(svc: Service) -> dict:
     cache = svc.cache
     return {"status": "ok", "cached_images": len(cache.entries), "cache_bytes": cache.total(),
-            "cache_budget_bytes": cache.budget, **svc.stats}
+            "cache_budget_bytes": cache.budget, "reserved_bytes": svc.memory.reserved,
+            "everything_jobs": svc.worker.heavy_jobs, **svc.stats}
 
 
 @router.get("/v1/models")
@@ -74,7 +86,8 @@ def sample(name: str) -> FileResponse:
     return FileResponse(sample_image_path(name), media_type="image/png")
 
 
-@router.post("/v1/images")
+@router.post("/v1/images", operation_id="upload",
+             responses={200: {"links": IMAGE_LINKS}, **error_responses(400, 411, 413, 415, 422, 503)})
 async def upload(svc: Service,
                  file: Annotated[UploadFile, File(description="an image file (PNG, JPEG, WebP, BMP, GIF, TIFF)")]):
     limit = svc.settings.max_upload_bytes
@@ -84,17 +97,22 @@ async def upload(svc: Service,
     if not data:
         raise HTTPException(400, "the uploaded file is empty")
     image_id = hashlib.sha256(data).hexdigest()[:32]
-    entry = svc.cache.get(image_id)
     t0 = time.perf_counter()
-    if entry is None:
-        entry, cached = await svc.embedded(image_id, decode_upload(data, svc.settings.max_pixels))
-    else:
-        cached = True
+
+    async def make() -> CachedImage:
+        img = open_upload(data, svc.settings.max_pixels)  # the header only: the size, before decoding
+        w, h = img.size
+        with svc.memory.reserve(svc.upload_bytes(w, h), f"a {w}x{h} image"):
+            rgb = await svc.decode(decode_opened, img)
+            return await svc.run(svc.embed, rgb)
+
+    entry, cached = await svc.embedded(image_id, make)
     h, w = entry.state.original_size
     return {"id": image_id, "width": w, "height": h, "cached": cached, "seconds": round(time.perf_counter() - t0, 4)}
 
 
-@router.post("/v1/images/{image_id}/segment")
+@router.post("/v1/images/{image_id}/segment", operation_id="segment",
+             responses=error_responses(400, 404, 411, 413, 422))
 async def segment(image_id: str, req: SegmentRequest, svc: Service) -> dict:
     entry = svc.lookup(image_id)
     predictor = svc.predictor
@@ -108,7 +126,7 @@ async def segment(image_id: str, req: SegmentRequest, svc: Service) -> dict:
     box = np.array(req.box) if req.box is not None else None
     refine = predictor.settings.refine if req.refine is None else None if req.refine == "none" else req.refine
 
-    def work():
+    def work():  # on the model thread
         predictor.image_state = entry.state
         t0 = time.perf_counter()
         logits, scores, low_res = predictor.predict(coords, labels, box, None if mask_input is None else mask_input[None],
@@ -135,25 +153,62 @@ async def segment(image_id: str, req: SegmentRequest, svc: Service) -> dict:
     }
 
 
-@router.post("/v1/images/{image_id}/everything")
-async def everything(image_id: str, req: EverythingRequest, svc: Service) -> dict:
+@router.post("/v1/images/{image_id}/everything", operation_id="everything",
+             responses=error_responses(400, 404, 411, 413, 422, 503))
+async def everything(image_id: str, req: EverythingRequest, svc: Service, request: Request) -> dict:
+    """Every object in the image. Heavy: bounded in clicks (`max_everything_prompts`) and time
+    (`everything_seconds`), queued one at a time behind at most `max_everything_jobs - 1`
+    others; clicks from other clients are answered between its steps, and it stops when its
+    client goes away."""
     entry = svc.lookup(image_id)
+    settings = svc.settings
     options = req.model_dump(exclude={"mask_format"})
+    try:  # small batches of clicks: short steps, so clicks from other clients wait little
+        generator = MaskGenerator(svc.heavy, output_mode="uncompressed_rle", points_per_batch=16, **options)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    if generator.prompt_count > settings.max_everything_prompts:
+        raise HTTPException(422, f"these options ask for {generator.prompt_count} clicks (points_per_side^2 x "
+                                 f"{generator.prompt_count // len(generator.point_grids[0])} crops); this server takes "
+                                 f"at most {settings.max_everything_prompts}: lower points_per_side or crop_n_layers")
+    if svc.worker.heavy_jobs >= settings.max_everything_jobs:
+        svc.stats["refused_busy"] += 1
+        raise HTTPException(503, f"the server is running {svc.worker.heavy_jobs} everything requests, its most; "
+                                 "try again later", headers={"Retry-After": "10"})
+    job = HeavyJob(settings.everything_seconds)
 
-    def work():
+    def work(step):  # on the model thread; `step` answers queued clicks and stops the job when told
         t0 = time.perf_counter()
-        generator = MaskGenerator(svc.plain, output_mode="uncompressed_rle", **options)
-        records = generator.generate(entry.image, image_state=entry.state)  # no second embedding
+        records = generator.generate(entry.image, image_state=entry.state, on_step=step)  # no second embedding
         return records, time.perf_counter() - t0
 
-    records, seconds = await svc.run(work)
+    watcher = asyncio.create_task(_stop_when_gone(request, job))
+    try:
+        records, seconds = await svc.worker.run_heavy(work, job)
+    except Stopped as exc:  # a retry would not help: the request asks for more than this server gives
+        svc.stats["everything_stopped"] += 1
+        raise HTTPException(422, f"everything mode stopped: {exc}; ask for less work (points_per_side, "
+                                 "crop_n_layers)") from None
+    finally:
+        job.cancel.set()
+        watcher.cancel()
     if req.mask_format == "coco_rle":
         for rec in records:
             rec["segmentation"] = M.coco_rle(rec["segmentation"])
     return {"records": records, "seconds": round(seconds, 3)}
 
 
-@router.get("/v1/images/{image_id}/embedding")
+async def _stop_when_gone(request: Request, job: HeavyJob) -> None:
+    """Cancel `job` when the client of `request` disconnects."""
+    while not job.cancel.is_set():
+        if await request.is_disconnected():
+            job.cancel.set()
+            return
+        await asyncio.sleep(0.25)
+
+
+@router.get("/v1/images/{image_id}/embedding", operation_id="embedding", responses={
+    200: {"content": {"application/octet-stream": {}}}, **error_responses(404, 422)})
 def embedding(image_id: str, svc: Service, format: Literal["npy", "raw"] = Query("npy")) -> Response:  # noqa: A002
     """The image embedding, for clients that run the decoder themselves: an .npy file, or
     raw little-endian float32 with its shape in the X-Embedding-Shape header."""

@@ -65,12 +65,22 @@ def running_server(*args: str, timeout: float = 90.0) -> Iterator[tuple[str, sub
             proc.wait()
 
 
-def rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
+    raise RuntimeError(f"no {field}")
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start the process's peak RSS (VmHWM) afresh from its current RSS."""
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_rss_bytes(pid: int) -> int:
+    return rss_bytes(pid, "VmHWM")
 
 
 class FileServer:

@@ -8,6 +8,8 @@ import base64
 import http.client
 import io
 import json
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
@@ -18,7 +20,7 @@ from PIL import Image
 
 from promptseg import MaskGenerator, Predictor, default_model, sample_image_path
 from promptseg.masks import decode_coco_rle, rle_to_mask
-from server_helpers import rss_bytes, running_server
+from server_helpers import peak_rss_bytes, reset_peak_rss, rss_bytes, running_server
 
 COFFEE = sample_image_path("coffee.png")
 
@@ -229,20 +231,44 @@ def test_bad_requests_of_every_other_kind(server, client, coffee_id):
 
 def test_concurrent_clients_share_embeddings_and_memory_stays_bounded(server, client):
     """20 clients, 200 requests: uploads of the same images at once (one embedding each), clicks,
-    and enough distinct images to overflow the 64 MiB cache; nothing lost, memory bounded."""
+    and enough distinct images to overflow the 64 MiB budget; what does not fit now is refused
+    with 503 and Retry-After and goes through when retried; nothing lost, and the server's peak
+    memory grows by no more than its budget."""
     url, proc = server
     rng = np.random.default_rng(7)
     shared = [png_bytes(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)) for _ in range(2)]
     distinct = [png_bytes(rng.integers(0, 255, (700, 1000, 3), dtype=np.uint8), "JPEG") for _ in range(40)]
+    # the model's own working memory at this size is not the budget's: take it before measuring
+    warm = client.post("/v1/images", files={"file": ("w", png_bytes(rng.integers(0, 255, (700, 1000, 3), dtype=np.uint8), "JPEG"),
+                                                     "image/png")}).json()["id"]
+    client.post(f"/v1/images/{warm}/segment", json={"point_coords": [[100, 100]], "point_labels": [1], "refine": "none"})
     before = client.get("/healthz").json()
     rss_before = rss_bytes(proc.pid)
+    reset_peak_rss(proc.pid)
+    refused = []
+
+    def upload(c: httpx.Client, data: bytes) -> httpx.Response:
+        for _ in range(200):
+            up = c.post("/v1/images", files={"file": ("img", data, "application/octet-stream")})
+            if up.status_code != 503:
+                return up
+            assert int(up.headers["retry-after"]) > 0 and "memory budget" in up.json()["detail"]
+            refused.append(1)
+            time.sleep(0.2)  # sooner than Retry-After asks: the test wants it busy
+        return up
+
+    start = threading.Barrier(20)
+    shared_embeddings = []
 
     def one_client(k: int) -> list[int]:
         codes = []
         with httpx.Client(base_url=url, timeout=300) as c:
+            start.wait()
             for j in range(10):
+                if j == 5 and start.wait() == 0:  # every client has uploaded the shared images 5 times
+                    shared_embeddings.append(c.get("/healthz").json()["embeddings"] - before["embeddings"])
                 data = shared[k % 2] if j < 5 else distinct[(k * 5 + j) % len(distinct)]
-                up = c.post("/v1/images", files={"file": ("img", data, "application/octet-stream")})
+                up = upload(c, data)
                 codes.append(up.status_code)
                 if up.status_code == 200 and j % 2:
                     seg = c.post(f"/v1/images/{up.json()['id']}/segment",
@@ -254,10 +280,13 @@ def test_concurrent_clients_share_embeddings_and_memory_stays_bounded(server, cl
         codes = [c for cs in pool.map(one_client, range(20)) for c in cs]
     assert len(codes) == 300 and set(codes) == {200}
     after = client.get("/healthz").json()
-    assert after["cache_bytes"] <= after["cache_budget_bytes"]
-    new_embeddings = after["embeddings"] - before["embeddings"]
-    assert new_embeddings <= 2 + 40, new_embeddings  # each shared image embedded once, not per client
-    assert rss_bytes(proc.pid) - rss_before < 400 * 2**20
+    assert after["cache_bytes"] <= after["cache_budget_bytes"] and after["reserved_bytes"] == 0
+    assert shared_embeddings == [2]  # 100 uploads of 2 images at once: each embedded once, not per client
+    assert after["embeddings"] - before["embeddings"] <= 2 + 100
+    assert refused, "20 clients at once never filled a 64 MiB budget"
+    growth = peak_rss_bytes(proc.pid) - rss_before
+    print(f"peak RSS growth {growth / 2**20:.0f} MiB over a 64 MiB budget; {len(refused)} uploads refused, then retried")
+    assert growth < 64 * 2**20 + 48 * 2**20, growth / 2**20  # the budget, plus the interpreter's own churn
 
 
 def test_a_crash_inside_a_request_is_a_500_and_the_server_goes_on():

@@ -60,9 +60,11 @@ def _check_options(o: dict) -> None:
     _check_int("crop_n_layers", o["crop_n_layers"], 0, MAX_CROP_LAYERS)
     _check_int("crop_n_points_downscale_factor", o["crop_n_points_downscale_factor"], 1)
     _check_int("min_mask_region_area", o["min_mask_region_area"], 0)
-    for name in ("pred_iou_thresh", "stability_score_thresh"):
-        if o[name] is not None:
-            _check_fraction(name, o[name])
+    for name in ("pred_iou_thresh", "stability_score_thresh"):  # any finite number, as SAM's generator takes
+        value = o[name]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))
+                                  or not math.isfinite(value)):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
     for name in ("box_nms_thresh", "crop_nms_thresh"):
         _check_fraction(name, o[name])
     _check_fraction("crop_overlap_ratio", o["crop_overlap_ratio"], high_open=True)
@@ -204,8 +206,9 @@ class MaskGenerator:
 
         `image_state`: this image already embedded by this model (a predictor's `image_state`
         after `set_image(image)`); the whole-image layer then uses it instead of embedding again.
-        `on_step`: called before each crop's embedding, each batch of clicks and each mask
-        brought to full size (each a fraction of a second at most on a CPU); it may run
+        `on_step`: called before each crop's embedding, each batch of clicks, and each mask
+        brought to full size or cleaned of small regions (each step a fraction of a second on a
+        CPU, but for a large model's crop embedding); it may run
         other work meanwhile, or raise to stop this image (the exception propagates)."""
         image = read_image(image)
         if image_state is not None and tuple(image_state.original_size) != tuple(image.shape[:2]):
@@ -213,9 +216,10 @@ class MaskGenerator:
                 f"image_state was embedded from a {tuple(image_state.original_size)} image, but this image is "
                 f"{tuple(image.shape[:2])}; pass the state of this image or none"
             )
-        found = self._generate(image, image_state, on_step or _nothing)
+        on_step = on_step or _nothing
+        found = self._generate(image, image_state, on_step)
         if self.min_mask_region_area > 0 and len(found):
-            found = self._remove_small_regions(found, self.min_mask_region_area, self.box_nms_thresh)
+            found = self._remove_small_regions(found, self.min_mask_region_area, self.box_nms_thresh, on_step)
         records = []
         for i, rle in enumerate(found.rles):
             if self.output_mode == "binary_mask":
@@ -317,12 +321,14 @@ class MaskGenerator:
         )
 
     @staticmethod
-    def _remove_small_regions(found: _Found, min_area: int, nms_thresh: float) -> _Found:
+    def _remove_small_regions(found: _Found, min_area: int, nms_thresh: float,
+                              on_step: Callable[[], None] = _nothing) -> _Found:
         """Fill small holes and drop small islands; masks changed by this lose to unchanged
         ones in a box NMS, and the survivors get their cleaned masks and boxes."""
         boxes = found.boxes.clone()  # an unchanged mask keeps its box
         changed: dict[int, np.ndarray] = {}  # only changed masks are held, not every full-size mask
         for i, rle in enumerate(found.rles):
+            on_step()
             mask, holes_changed = M.remove_small_regions(M.rle_to_mask(rle), min_area, "holes")
             mask, islands_changed = M.remove_small_regions(mask, min_area, "islands")
             if holes_changed or islands_changed:

@@ -154,7 +154,7 @@ def run_schemathesis(url: str, tmp: Path, image_id: str | None) -> subprocess.Co
     config = tmp / f"schemathesis-{image_id or 'any'}.toml"
     config.write_text(f'[parameters]\n"path.image_id" = "{image_id}"\n' if image_id else "")
     exe = Path(sys.executable).with_name("schemathesis")
-    cmd = [str(exe), "--config-file", str(config), "run", f"{url}/openapi.json", "--max-examples", "6",
+    cmd = [str(exe), "--config-file", str(config), "run", f"{url}/openapi.json", "--max-examples", "25",
            "--seed", "7", "--generation-database", "none", "--request-timeout", "120",
            "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
                        "response_schema_conformance"]
@@ -164,11 +164,10 @@ def run_schemathesis(url: str, tmp: Path, image_id: str | None) -> subprocess.Co
 
 def test_openapi_schema_holds_under_property_based_requests(tmp_path):
     # a server of its own whose everything-mode bounds keep each generated request short
-    with running_server("--cache-mb", "64", "--web-runtime", "off", "--max-everything-prompts", "256",
+    with running_server("--cache-mb", "64", "--web-runtime", "off", "--max-everything-prompts", "16",
                         "--everything-seconds", "2") as (url, _), httpx.Client(base_url=url, timeout=60) as client:
         coffee = client.post("/v1/images", files={"file": ("coffee.png", COFFEE.read_bytes(), "image/png")})
-        for image_id in (None, coffee.json()["id"]):
-            check_schema(url, tmp_path, image_id)
+        check_schema(url, tmp_path, coffee.json()["id"])  # ids of other images, generated, get 404s
         health = client.get("/healthz").json()
         assert health["status"] == "ok" and health["everything_jobs"] == 0
 

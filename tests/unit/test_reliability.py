@@ -37,6 +37,11 @@ def predictor() -> Predictor:
     return pred
 
 
+@pytest.fixture(scope="module")
+def spare_predictor() -> Predictor:
+    return Predictor(default_model())
+
+
 def _small_png() -> bytes:
     buf = io.BytesIO()
     Image.open(COFFEE).convert("RGB").resize((48, 32)).save(buf, format="PNG")
@@ -113,6 +118,29 @@ def test_any_prompt_json_is_answered_or_refused_with_a_clear_error(predictor, bo
         assert masks.shape[1:] == (64, 96) and len(scores) == len(masks) == len(low_res)
 
 
+ARRAYS = st.tuples(
+    st.lists(st.integers(0, 5), min_size=0, max_size=4).map(tuple),
+    st.sampled_from(["uint8", "uint16", "float32", "float64", "bool", "int64", "complex64", "object"]),
+    st.sampled_from([0.0, 0.5, 1.0, 2.0, -1.0, float("nan")]),
+)
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(ARRAYS)
+def test_any_array_as_an_image_is_embedded_or_refused_with_a_value_error(spare_predictor, spec):
+    predictor = spare_predictor
+    shape, dtype, value = spec
+    arr = np.full(shape, value if dtype not in ("uint8", "uint16", "int64") else abs(np.nan_to_num(value)),
+                  dtype=dtype)
+    try:
+        predictor.set_image(arr)
+    except ValueError as exc:
+        assert str(exc)
+    else:
+        h, w = predictor.image_state.original_size
+        assert (h, w) == shape[:2]
+
+
 def test_prompts_at_the_edges_raise_value_errors(predictor):
     with pytest.raises(ValueError, match="no points"):
         predictor.predict(np.zeros((0, 2)), np.zeros(0))
@@ -165,6 +193,7 @@ def test_bombs_and_truncated_files_raise_value_errors(tmp_path, predictor):
     ({"points_per_side": 8.0}, "points_per_side"),
     ({"points_per_batch": 0}, "points_per_batch"),
     ({"pred_iou_thresh": float("nan")}, "pred_iou_thresh"),
+    ({"stability_score_thresh": "0.9"}, "stability_score_thresh"),
     ({"stability_score_offset": float("inf")}, "stability_score_offset"),
     ({"box_nms_thresh": 1.5}, "box_nms_thresh"),
     ({"crop_n_layers": 9}, "crop_n_layers"),

@@ -33,19 +33,6 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server[0], timeout=120) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def coffee_id(client):
-    res = client.post("/v1/images", files={"file": ("coffee.png", COFFEE.read_bytes(), "image/png")})
-    assert res.status_code == 200, res.text
-    return res.json()["id"]
-
-
-@pytest.fixture(scope="module")
 def predictor():
     pred = Predictor(default_model())
     pred.set_image(COFFEE)

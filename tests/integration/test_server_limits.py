@@ -35,19 +35,6 @@ def server():
         yield url, proc
 
 
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server[0], timeout=120) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def coffee_id(client):
-    res = client.post("/v1/images", files={"file": ("coffee.png", COFFEE.read_bytes(), "image/png")})
-    assert res.status_code == 200, res.text
-    return res.json()["id"]
-
-
 def click(client, image_id: str, x: int) -> float:
     t0 = time.perf_counter()
     res = client.post(f"/v1/images/{image_id}/segment",

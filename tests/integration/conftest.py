@@ -1,0 +1,23 @@
+"""Fixtures of the HTTP API tests: a module defines `server` (a running `promptseg serve`, as
+(url, process)); these give it a client and the bundled coffee photo uploaded."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from promptseg import sample_image_path
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server[0], timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def coffee_id(client):
+    res = client.post("/v1/images", files={"file": ("coffee.png", sample_image_path("coffee.png").read_bytes(),
+                                                    "image/png")})
+    assert res.status_code == 200, res.text
+    return res.json()["id"]

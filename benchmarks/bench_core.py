@@ -20,6 +20,9 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from calibration import matmul_gflops  # noqa: E402
 
 from helpers import randomize_  # noqa: E402
 from promptseg import Predictor, build_model, read_image, sample_image_path  # noqa: E402
@@ -83,6 +86,8 @@ def main() -> None:
     ratio_prm = results["reference"]["prompt_ms"] / results["ours"]["prompt_ms"]
     results["speedup"] = {"encoder": ratio_enc, "prompt": ratio_prm}
     print(f"  speed-up   image encoder {ratio_enc:5.2f}x      one prompt {ratio_prm:5.2f}x")
+    results["calibration_gflops"] = matmul_gflops()
+    print(f"  calibration: 2048^2 fp32 matmul {results['calibration_gflops']:.0f} GFLOP/s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -42,9 +42,12 @@ def _check_int(name: str, value, low: int, high: int | None = None) -> None:
         raise ValueError(f"{name} must be a whole number {span}, got {value!r}")
 
 
+def _is_finite_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _check_fraction(name: str, value, high_open: bool = False) -> None:
-    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) and 0.0 <= value and (value < 1.0 if high_open else value <= 1.0)
+    ok = _is_finite_number(value) and 0.0 <= value and (value < 1.0 if high_open else value <= 1.0)
     if not ok:
         raise ValueError(f"{name} must be a number in [0, 1{')' if high_open else ']'}, got {value!r}")
 
@@ -62,14 +65,13 @@ def _check_options(o: dict) -> None:
     _check_int("min_mask_region_area", o["min_mask_region_area"], 0)
     for name in ("pred_iou_thresh", "stability_score_thresh"):  # any finite number, as SAM's generator takes
         value = o[name]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))
-                                  or not math.isfinite(value)):
+        if value is not None and not _is_finite_number(value):
             raise ValueError(f"{name} must be a finite number, got {value!r}")
     for name in ("box_nms_thresh", "crop_nms_thresh"):
         _check_fraction(name, o[name])
     _check_fraction("crop_overlap_ratio", o["crop_overlap_ratio"], high_open=True)
     offset = o["stability_score_offset"]
-    if isinstance(offset, bool) or not isinstance(offset, (int, float, np.number)) or not 0 <= offset < math.inf:
+    if not (_is_finite_number(offset) and offset >= 0):
         raise ValueError(f"stability_score_offset must be a finite number >= 0, got {offset!r}")
     if o["points_per_side"] is not None:
         pps, factor, layers = o["points_per_side"], o["crop_n_points_downscale_factor"], o["crop_n_layers"]

@@ -132,6 +132,11 @@ def read_image(source: ImageLike) -> np.ndarray:
 PARTIAL_SUFFIX = ".partial"
 
 
+def os_error_text(exc: OSError) -> str:
+    """An OSError as one line: what failed and on which file ("No space left on device: out/a.json")."""
+    return f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}"
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` (.NAME.PID.RANDOM.partial); rename it into place only

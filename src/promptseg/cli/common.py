@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from ..io import os_error_text
 from ..predict.loader import BACKENDS
 from ..refine import REFINERS
 
@@ -49,8 +50,7 @@ def user_errors() -> Iterator[None]:
     except (UserError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     except OSError as exc:  # a full disk, a folder that vanished, ...: what failed and where
-        where = f": {exc.filename}" if exc.filename else ""
-        fail(f"{exc.strerror or exc}{where}")
+        fail(os_error_text(exc))
 
 
 def parse_floats(text: str, n: tuple[int, ...], what: str) -> list[float]:

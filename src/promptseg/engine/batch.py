@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..io import PARTIAL_SUFFIX
+from ..io import PARTIAL_SUFFIX, os_error_text
 
 # atomic_path's temporary files: .NAME.PID.RANDOM.partial (and .NAME.RANDOM.SUFFIX before the PID)
 _PARTIAL = re.compile(r"^\..+\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}" + re.escape(PARTIAL_SUFFIX) + "$")
@@ -166,5 +166,5 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, (ValueError, FileNotFoundError)):
         return str(exc)
     if isinstance(exc, OSError):
-        return f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}"
+        return os_error_text(exc)
     return f"{type(exc).__name__}: {exc}"

@@ -134,37 +134,29 @@ def test_everything_fields_are_not_coerced(client, coffee_id, body):
     assert res.status_code == 422, res.text
 
 
-def run_schemathesis(url: str, tmp: Path, image_id: str | None) -> subprocess.CompletedProcess:
-    """`schemathesis run` against the served schema: no 5xx, and every status code, content type
-    and body as the schema documents; with `image_id`, path parameters name a real image so that
-    the generated prompts reach the model."""
-    config = tmp / f"schemathesis-{image_id or 'any'}.toml"
-    config.write_text(f'[parameters]\n"path.image_id" = "{image_id}"\n' if image_id else "")
-    exe = Path(sys.executable).with_name("schemathesis")
-    cmd = [str(exe), "--config-file", str(config), "run", f"{url}/openapi.json", "--max-examples", "25",
-           "--seed", "7", "--generation-database", "none", "--request-timeout", "120",
-           "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
-                       "response_schema_conformance"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp,
-                          env={**os.environ, "NO_COLOR": "1"})
-
-
 def test_openapi_schema_holds_under_property_based_requests(tmp_path):
-    # a server of its own whose everything-mode bounds keep each generated request short
+    """`schemathesis run` against the served schema: no 5xx, and every status code, content type
+    and body as the schema documents. Path parameters name a real image, so that the generated
+    prompts reach the model; the server's everything-mode bounds keep each request short."""
     with running_server("--cache-mb", "64", "--web-runtime", "off", "--max-everything-prompts", "16",
                         "--everything-seconds", "2") as (url, _), httpx.Client(base_url=url, timeout=60) as client:
         coffee = client.post("/v1/images", files={"file": ("coffee.png", COFFEE.read_bytes(), "image/png")})
-        check_schema(url, tmp_path, coffee.json()["id"])  # ids of other images, generated, get 404s
+        config = tmp_path / "schemathesis.toml"
+        image_id = coffee.json()["id"]
+        config.write_text(f'[parameters]\n"path.image_id" = "{image_id}"\n')
+        exe = Path(sys.executable).with_name("schemathesis")
+        cmd = [str(exe), "--config-file", str(config), "run", f"{url}/openapi.json", "--max-examples", "25",
+               "--seed", "7", "--generation-database", "none", "--request-timeout", "120",
+               "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
+                           "response_schema_conformance"]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                                env={**os.environ, "NO_COLOR": "1"})
+        summary = result.stdout[-3000:]
+        print(summary)
+        assert result.returncode == 0, summary
+        assert "passed" in summary and "failures" not in summary.lower().split("summary")[-1], summary
         health = client.get("/healthz").json()
         assert health["status"] == "ok" and health["everything_jobs"] == 0
-
-
-def check_schema(url: str, tmp_path: Path, image_id: str | None) -> None:
-    result = run_schemathesis(url, tmp_path, image_id)
-    summary = result.stdout[-3000:]
-    print(summary)
-    assert result.returncode == 0, summary
-    assert "passed" in summary and "failures" not in summary.lower().split("summary")[-1], summary
 
 
 def test_healthz_reports_the_memory_budget(client):

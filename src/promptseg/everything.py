@@ -281,7 +281,9 @@ class MaskGenerator:
     def _process_batch(self, state, points: np.ndarray, crop: list[int], size: tuple[int, int],
                        on_step: Callable[[], None]) -> _Found:
         pred = self.predictor
-        low_res, iou = (torch.as_tensor(a) for a in pred.decode_points(state, points))
+        # prompts whose candidates all fail the IoU filter need not be brought to mask size
+        min_iou = self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else None
+        low_res, iou = (torch.as_tensor(a) for a in pred.decode_points(state, points, min_iou))
         per_point = low_res.shape[1]
         low_res = low_res.flatten(0, 1)
         iou = iou.flatten(0, 1)

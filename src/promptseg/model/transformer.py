@@ -45,19 +45,31 @@ class DecoderAttention(nn.Module):
         q_heads: torch.Tensor | None = None,
         k_heads: torch.Tensor | None = None,
         v_heads: torch.Tensor | None = None,
+        residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attention of q over k/v, each (B, n, C); `*_heads` give an input already projected
-        and split into heads (B, heads, n, C'/heads) in place of the raw one."""
+        and split into heads (B, heads, n, C'/heads) in place of the raw one. With `residual`
+        (broadcast to the output's shape) the result is residual + attention."""
         if q_heads is None and k_heads is None and k.shape[1] * self.num_heads < self.internal_dim < q.shape[1]:
-            return few_keys(self, self.q_proj(q), k, v)
+            return few_keys(self, self.q_proj(q), k, v, residual)
+        out = self._attend(q, k, v, q_heads, k_heads, v_heads)
+        return out if residual is None else residual + out
+
+    def _attend(self, q, k, v, q_heads, k_heads, v_heads) -> torch.Tensor:
         q = self.split_heads(self.q_proj(q)) if q_heads is None else q_heads
         if k_heads is None and v_heads is None and q.shape[1] * q.shape[2] < self.internal_dim:
             return few_queries(self, q, k, v)
         k = self.split_heads(self.k_proj(k)) if k_heads is None else k_heads
         v = self.split_heads(self.v_proj(v)) if v_heads is None else v_heads
-        out = F.scaled_dot_product_attention(q, k, v)
-        b, _, n, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, self.internal_dim))
+        b, heads, n, d = q.shape
+        if k.shape[0] == v.shape[0] == 1 and b > 1:
+            # keys and values shared by every prompt: the prompts' queries go as one batch
+            # rather than the keys and values being copied for each prompt
+            out = F.scaled_dot_product_attention(q.transpose(0, 1).reshape(1, heads, b * n, d), k, v)
+            out = out.view(heads, b, n, d).permute(1, 2, 0, 3)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
+        return self.out_proj(out.reshape(b, n, self.internal_dim))
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -118,11 +130,10 @@ class TwoWayAttentionBlock(nn.Module):
         q = queries + query_pe
         i2t = self.cross_attn_image_to_token
         if prepared is None:
-            mixed = i2t(k, q, queries)
+            keys = i2t(k, q, queries, residual=keys)
         else:
-            mixed = few_keys(i2t, prepared.i2t_q, q, queries)
-        keys = self.norm4(mixed + keys)  # the per-prompt term first: a broadcast add into it
-        return queries, keys
+            keys = few_keys(i2t, prepared.i2t_q, q, queries, residual=keys)
+        return queries, self.norm4(keys)
 
 
 class TwoWayTransformer(nn.Module):
@@ -155,8 +166,9 @@ class TwoWayTransformer(nn.Module):
 
     def prepare_image(self, image_embedding: torch.Tensor, image_pe: torch.Tensor) -> PreparedImage:
         """Prompt-independent work on one (1, C, h, w) image input, reusable for every prompt."""
-        keys = image_embedding.flatten(2).transpose(1, 2)
-        key_pe = image_pe.flatten(2).transpose(1, 2)
+        # token-major copies: every prompt's elementwise work on them then reads memory in order
+        keys = image_embedding.flatten(2).transpose(1, 2).contiguous()
+        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
         return PreparedImage(keys, key_pe, self.layers[0].prepare_keys(keys, key_pe))
 
     def forward(
@@ -165,16 +177,20 @@ class TwoWayTransformer(nn.Module):
         image_pe: torch.Tensor | None,
         point_embedding: torch.Tensor,
         prepared: PreparedImage | None = None,
+        final_tokens: list[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """image_embedding (Bi, C, h, w) with Bi 1 or B; image_pe (1, C, h, w); tokens (B, T, C);
         or `prepared` from `prepare_image` in place of the image inputs.
-        Returns the tokens (B, T, C) and the image tokens (B, h*w, C)."""
+        Returns the tokens (B, T, C) and the image tokens (B, h*w, C); with `final_tokens`, only
+        those tokens (B, len(final_tokens), C), the others skipping the last attention."""
         if prepared is None:
             prepared = PreparedImage(image_embedding.flatten(2).transpose(1, 2), image_pe.flatten(2).transpose(1, 2))
         keys, key_pe = prepared.keys, prepared.key_pe
         queries = point_embedding
         for i, layer in enumerate(self.layers):
             queries, keys = layer(queries, keys, point_embedding, key_pe, prepared.first if i == 0 else None)
+        if final_tokens is not None:  # each token attends alone here: the others' work is not needed
+            queries, point_embedding = queries[:, final_tokens], point_embedding[:, final_tokens]
         q = queries + point_embedding
         k = keys + key_pe
         queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))

@@ -80,9 +80,11 @@ class PromptPredictor(Protocol):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Masks (C, H, W), scores (C,) and low-res logits (C, h, w); batched prompts add a B axis."""
 
-    def decode_points(self, state: ImageState, points: np.ndarray) -> tuple[Any, Any]:
+    def decode_points(self, state: ImageState, points: np.ndarray, min_iou: float | None = None) -> tuple[Any, Any]:
         """One foreground click per prompt, points (n, 2) -> the three candidates' low-res logits
-        (n, 3, h, w) and predicted IoU (n, 3) (everything mode's grid)."""
+        (n, 3, h, w) and predicted IoU (n, 3) (everything mode's grid). With `min_iou`, a backend
+        may leave out (as NaN) the logits of a prompt none of whose candidates predicts an IoU
+        above it: the caller drops those candidates unread."""
 
 
 def is_predictor(obj: Any) -> bool:

@@ -147,10 +147,12 @@ class FlipPredictor:
         return out if batched else tuple(a[0] for a in out)
 
     # --- everything mode: MaskGenerator asks many single clicks of the embedded pair ------
-    def decode_points(self, state: ImageState, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def decode_points(self, state: ImageState, points: np.ndarray,
+                      min_iou: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One foreground click per prompt on `state` and its mirror image, points (n, 2) in the
         original frame -> the three candidates' low-res logits (n, 3, h, w) and IoU predictions
-        (n, 3), each the mean of the two views' (in the image's low-res frame)."""
+        (n, 3), each the mean of the two views' (in the image's low-res frame). Every logit is
+        computed, whatever `min_iou`: the filter reads the mean of both views' IoU."""
         if state.mirror is None:
             raise ValueError("this image state has no mirror image; embed the image with FlipPredictor.set_image")
         low, iou = self.predictor.decode_points(state, points)

@@ -149,9 +149,11 @@ class OnnxPredictor(EmbeddedImage):
             np.asarray(low_res), state.input_size, state.original_size, self.img_size, self.mask_threshold, return_logits
         )
 
-    def decode_points(self, state: ImageState, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def decode_points(self, state: ImageState, points: np.ndarray,
+                      min_iou: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One foreground click per prompt, points (n, 2) in the original frame -> the three
-        candidates' low-res logits (n, 3, h, w) and IoU predictions (n, 3)."""
+        candidates' low-res logits (n, 3, h, w) and IoU predictions (n, 3). The decoder graph
+        computes every logit, whatever `min_iou`."""
         coords = self.transform.apply_coords(points, state.original_size)
         padded = np.stack([coords, np.zeros_like(coords)], axis=1)  # each click with SAM's padding point
         low, iou = self._decode(state, padded, np.tile([[1.0, -1.0]], (len(coords), 1)))

@@ -2,11 +2,13 @@
 process, on the same random weights and the same photo. Reports end-to-end time, the time after
 the image embedding (decoder + postprocessing), mask counts and peak memory.
 
-    .venv/bin/python benchmarks/bench_everything.py [--model vit_b] [--grid 32] [--size 512x512]
+    .venv/bin/python benchmarks/bench_everything.py [--model vit_b] [--grid 16] [--size 512x384] [--repeat 3]
     .venv/bin/python benchmarks/bench_everything.py --memory --size 4000x3000   # peak memory only
 
 Random weights make masks that fill the image, so with the default thresholds few survive; the
-thresholds-at-0 run is the one where every mask goes through the whole pipeline.
+thresholds-at-0 run is the one where every mask goes through the whole pipeline. Runs are
+interleaved (ours, reference, ours, ...) and reported as median (min-max), with the machine's
+condition before and after (benchmarks/calibration.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -24,6 +27,9 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from calibration import Machine, spread  # noqa: E402
 
 from helpers import randomize_  # noqa: E402
 from promptseg import MaskGenerator, read_image, sample_image_path  # noqa: E402
@@ -73,37 +79,42 @@ def run_speed(args) -> dict:
     tune_allocator()
     image = _image(args.size)
     ref_model, ours_model = _models(args.model)
-    print(f"{args.model}, {args.grid}x{args.grid} grid, {args.size} photo, {torch.get_num_threads()} threads")
-    results = {}
+    print(f"{args.model}, {args.grid}x{args.grid} grid, {args.size} photo, {torch.get_num_threads()} threads, "
+          f"{args.repeat} interleaved runs each")
+    machine = Machine.start()
+    makers = {
+        "ours": lambda o: MaskGenerator(ours_model, points_per_side=args.grid, **o),
+        "reference": lambda o: SamAutomaticMaskGenerator(ref_model, points_per_side=args.grid, **o),
+    }
+    results: dict = {"model": args.model, "grid": args.grid, "size": args.size}
     for label, options in SETTINGS.items():
+        runs: dict[str, list[dict]] = {name: [] for name in makers}
+        for _ in range(args.repeat):
+            for name, make in makers.items():
+                gen = make(options)
+                timer = _Timed(gen.predictor)
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    masks = gen.generate(image)
+                total = time.perf_counter() - t0
+                runs[name].append({"total_s": total, "embed_s": timer.seconds,
+                                   "after_embed_s": total - timer.seconds, "masks": len(masks)})
         row = {}
-        for name, make in (
-            ("ours", lambda o=options: MaskGenerator(ours_model, points_per_side=args.grid, **o)),
-            ("reference", lambda o=options: SamAutomaticMaskGenerator(ref_model, points_per_side=args.grid, **o)),
-        ):
-            gen = make()
-            timer = _Timed(gen.predictor)
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                masks = gen.generate(image)
-            total = time.perf_counter() - t0
-            row[name] = {
-                "total_s": total,
-                "embed_s": timer.seconds,
-                "after_embed_s": total - timer.seconds,
-                "masks": len(masks),
-            }
-            print(
-                f"  {label:16s} {name:9s} total {total:7.1f} s  embedding {timer.seconds:5.1f} s  "
-                f"after it {total - timer.seconds:7.1f} s  masks {len(masks)}",
-                flush=True,
-            )
+        for name, got in runs.items():
+            after = [r["after_embed_s"] for r in got]
+            total = [r["total_s"] for r in got]
+            row[name] = {"total_s": statistics.median(total), "after_embed_s": statistics.median(after),
+                         "embed_s": statistics.median(r["embed_s"] for r in got), "masks": got[0]["masks"], "runs": got}
+            print(f"  {label:16s} {name:9s} total {spread(total)} s  after the embedding {spread(after)} s  "
+                  f"masks {got[0]['masks']}", flush=True)
         row["speedup_total"] = row["reference"]["total_s"] / row["ours"]["total_s"]
         row["speedup_after_embed"] = row["reference"]["after_embed_s"] / row["ours"]["after_embed_s"]
         print(
             f"  {label:16s} speed-up: end to end {row['speedup_total']:.2f}x, after the embedding {row['speedup_after_embed']:.2f}x"
         )
         results[label] = row
+    results["machine"] = machine.stop()
+    print(f"  {machine.line()}")
     return results
 
 
@@ -132,8 +143,9 @@ def _peak_child(which: str, args) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="vit_b")
-    ap.add_argument("--grid", type=int, default=32)
-    ap.add_argument("--size", default="512x512")
+    ap.add_argument("--grid", type=int, default=16)
+    ap.add_argument("--size", default="512x384")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved runs of each implementation")
     ap.add_argument("--memory", action="store_true", help="measure peak memory of each side in its own process")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--_child", choices=["ours", "reference"], help=argparse.SUPPRESS)
@@ -151,9 +163,10 @@ def main() -> None:
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
         return
     if args.memory:
+        machine = Machine.start()
         ours, ref = _peak_child("ours", args), _peak_child("reference", args)
         print(f"{args.model}, {args.size}, thresholds at 0: peak memory ours {ours:.2f} GiB, reference {ref:.2f} GiB")
-        results = {"peak_gib": {"ours": ours, "reference": ref}}
+        results = {"peak_gib": {"ours": ours, "reference": ref}, "machine": machine.stop()}
     else:
         results = run_speed(args)
     if args.json:

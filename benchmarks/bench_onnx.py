@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from calibration import Machine
 from PIL import Image
 
 from promptseg import Predictor, default_model, read_image, sample_image_path
@@ -91,6 +92,7 @@ def main() -> None:
     photo = np.asarray(Image.fromarray(read_image(sample_image_path("coffee.png"))).resize((w, h), Image.BILINEAR))
     click = {"point_coords": np.array([[0.5 * w, 0.5 * h]]), "point_labels": np.array([1])}
     results: dict = {"size": args.size, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    machine = Machine.start()
     for name in args.models.split(","):
         sam = build(name)
         with tempfile.TemporaryDirectory() as tmp:
@@ -107,6 +109,8 @@ def main() -> None:
         for label, t in (("image encoder", enc), ("one click -> full-size masks", dec)):
             print(f"  {label:30s} " + "  ".join(f"{k} {v * 1000:9.1f} ms ({t['torch'] / v:4.2f}x)" for k, v in t.items()))
         sys.stdout.flush()
+    results["machine"] = machine.stop()
+    print(machine.line())
     if args.eval_data is not None:
         acc = int8_accuracy(args.eval_data, args.every)
         results["int8_accuracy_tiny"] = acc

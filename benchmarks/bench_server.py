@@ -23,6 +23,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from calibration import Machine  # noqa: E402
+
 from promptseg import Predictor, default_model, read_image, sample_image_path  # noqa: E402
 from promptseg.server import ort_web  # noqa: E402
 from server_helpers import running_server  # noqa: E402
@@ -41,6 +43,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     clicks = rng.uniform([0.1 * w, 0.1 * h], [0.9 * w, 0.9 * h], (args.clicks, 2))
 
+    machine = Machine.start()
     pred = Predictor(default_model())
     pred.set_image(photo)
     direct = []
@@ -77,6 +80,8 @@ def main() -> None:
               f"({server_ms / local_ms:.2f}x)")
     else:
         print("in-page figures skipped: run `promptseg install-web-runtime` first")
+    out["machine"] = machine.stop()
+    print(machine.line())
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2))

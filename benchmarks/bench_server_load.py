@@ -26,7 +26,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from calibration import matmul_gflops  # noqa: E402
+from calibration import Machine  # noqa: E402
 
 from promptseg import sample_image_path  # noqa: E402
 from server_helpers import peak_rss_bytes, reset_peak_rss, rss_bytes, running_server  # noqa: E402
@@ -125,12 +125,14 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=600.0, help="how long clients keep retrying")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    result = {"calibration_gflops": round(matmul_gflops())}
+    machine = Machine.start()
+    result: dict = {}
     images = photos(args.images, args.megapixels)
     with running_server("--cache-mb", str(args.budget_mb), "--max-megapixels", str(args.megapixels + 1),
                         "--web-runtime", "off", timeout=180) as (url, proc):
         result["uploads"] = load(url, proc.pid, args, images)
         result["heavy"] = heavy_beside_clicks(url)
+    result["machine"] = machine.stop()
     print(json.dumps(result, indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

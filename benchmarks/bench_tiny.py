@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from calibration import Machine
 from PIL import Image
 
 from promptseg import MaskGenerator, Predictor, build_model, read_image, sample_image_path
@@ -57,6 +58,7 @@ def main() -> None:
     ours, theirs = Predictor(tiny), SamPredictor(ref)
     print(f"1500x1000 image, {torch.get_num_threads()} threads, torch {torch.__version__}", file=sys.stderr)
 
+    machine = Machine.start()
     ours.set_image(image)  # warm-up
     enc_ours = timed(lambda: ours.set_image(image), args.repeat)
     theirs.set_image(image)
@@ -123,6 +125,8 @@ def main() -> None:
     if "everything_s" in r:
         line += f", reference ViT-B {r['everything_s']:.1f} s ({r['everything_s'] / o['everything_s']:.1f}x)"
     print(line)
+    result["machine"] = machine.stop()
+    print(machine.line())
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

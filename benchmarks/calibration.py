@@ -1,10 +1,39 @@
-"""The machine's speed at the time of a benchmark: a 2048^2 fp32 matmul in torch, in GFLOP/s
-(median of 7), printed beside every figure so that figures from different days compare."""
+"""The machine's condition at the time of a benchmark, printed beside every figure so that figures
+from different days compare and a busy run shows itself.
+
+A condition is a 2048^2 fp32 matmul in torch (GFLOP/s, median of 7), a 256 MB memory copy (GB/s,
+median of 5) and the share of the CPUs that other work used over one idle second just before.
+Benchmarks take one before and one after their timings; a run whose matmul or copy rate moved by
+more than 10 % between the two is flagged VARIED, and one that started while other work used more
+than a tenth of the CPUs BUSY.
+"""
 
 from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import asdict, dataclass
+
+DRIFT = 0.10  # relative change of a rate between before and after that flags a run
+BUSY = 0.10  # share of the CPUs used by others that flags a run
+
+
+def others_cpu_share(seconds: float = 1.0) -> float:
+    """Share of all CPUs busy while this process sleeps (Linux /proc/stat; 0 elsewhere)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    spent = total1 - total0
+    return 0.0 if spent <= 0 else 1.0 - (idle1 - idle0) / spent
 
 
 def matmul_gflops(n: int = 2048, repeat: int = 7) -> float:
@@ -20,5 +49,88 @@ def matmul_gflops(n: int = 2048, repeat: int = 7) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
+def copy_gbps(megabytes: int = 256, repeat: int = 5) -> float:
+    """Memory bandwidth of a tensor copy (bytes read plus bytes written per second)."""
+    import torch
+
+    src = torch.ones(megabytes * 2**20 // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # warm-up: pages touched
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        times.append(time.perf_counter() - t0)
+    return 2 * src.numel() * 4 / statistics.median(times) / 1e9
+
+
+@dataclass
+class Condition:
+    matmul_gflops: float
+    copy_gbps: float
+    others: float  # share of the CPUs other work used just before
+
+    @staticmethod
+    def measure() -> Condition:
+        others = others_cpu_share()
+        return Condition(matmul_gflops(), copy_gbps(), others)
+
+    def text(self) -> str:
+        return (f"matmul {self.matmul_gflops:.0f} GFLOP/s, copy {self.copy_gbps:.1f} GB/s, "
+                f"others using {100 * self.others:.0f} % of the CPUs")
+
+
+class Machine:
+    """The condition before and after a run: `Machine.start()`, time, then `.stop()`."""
+
+    def __init__(self, before: Condition) -> None:
+        self.before = before
+        self.after: Condition | None = None
+
+    @staticmethod
+    def start() -> Machine:
+        machine = Machine(Condition.measure())
+        print(f"machine before: {machine.before.text()}{'  BUSY' if machine.busy else ''}", flush=True)
+        return machine
+
+    @property
+    def busy(self) -> bool:
+        return self.before.others > BUSY
+
+    @property
+    def varied(self) -> bool:
+        if self.after is None:
+            return False
+        pairs = ((self.before.matmul_gflops, self.after.matmul_gflops), (self.before.copy_gbps, self.after.copy_gbps))
+        return any(abs(b - a) > DRIFT * max(a, b) for a, b in pairs)
+
+    def stop(self) -> dict:
+        self.after = Condition.measure()
+        flags = [name for name, on in (("VARIED", self.varied), ("BUSY", self.busy)) if on]
+        print(f"machine after:  {self.after.text()}  {' '.join(flags) or 'steady'}", flush=True)
+        return self.summary()
+
+    def summary(self) -> dict:
+        return {
+            "before": asdict(self.before),
+            "after": asdict(self.after) if self.after else None,
+            "varied": self.varied,
+            "busy": self.busy,
+        }
+
+    def line(self) -> str:
+        """One line for a table's caption."""
+        text = f"machine: {self.before.text()} before"
+        if self.after:
+            text += f"; {self.after.text()} after"
+        flags = [name for name, on in (("VARIED", self.varied), ("BUSY", self.busy)) if on]
+        return text + (f" [{' '.join(flags)}]" if flags else " [steady]")
+
+
+def spread(values: list[float]) -> str:
+    """median (min-max) of a list of timings, as text."""
+    return f"{statistics.median(values):.3g} ({min(values):.3g}-{max(values):.3g})"
+
+
 if __name__ == "__main__":
-    print(f"calibration: 2048^2 fp32 matmul {matmul_gflops():.0f} GFLOP/s")
+    print(f"machine: {Condition.measure().text()}")

@@ -27,6 +27,8 @@ def rows_from(docs: list[dict]) -> list[tuple[str, float, float, str]]:
             )
         else:  # bench_everything
             for label, row in doc.items():
+                if not (isinstance(row, dict) and "reference" in row):
+                    continue
                 rows.append(
                     (
                         f"everything after embedding, {label}",
@@ -38,16 +40,29 @@ def rows_from(docs: list[dict]) -> list[tuple[str, float, float, str]]:
     return rows
 
 
-def draw(rows, path: Path) -> None:
+def machine_caption(docs: list[dict]) -> str:
+    """The machine's condition during the first benchmark that recorded it."""
+    for doc in docs:
+        m = doc.get("machine")
+        if m:
+            b = m["before"]
+            flags = [f for f, on in (("VARIED", m.get("varied")), ("BUSY", m.get("busy"))) if on]
+            return (f"machine: matmul {b['matmul_gflops']:.0f} GFLOP/s, copy {b['copy_gbps']:.1f} GB/s, "
+                    f"others {100 * b['others']:.0f} % [{' '.join(flags) or 'steady'}]")
+    return "machine condition not recorded"
+
+
+def draw(rows, path: Path, caption: str = "") -> None:
     font = ImageFont.load_default(size=15)
     width, left, bar_h, gap = 900, 300, 18, 22
-    height = 50 + len(rows) * (2 * bar_h + gap)
+    height = 75 + len(rows) * (2 * bar_h + gap)
     img = Image.new("RGB", (width, height), "white")
     d = ImageDraw.Draw(img)
     d.text(
         (10, 10), "reference (grey) vs promptseg (blue), 2-core CPU, fp32 - shorter is better", fill="black", font=font
     )
-    y = 45
+    d.text((10, 30), caption, fill=(90, 90, 90), font=font)
+    y = 70
     span = width - left - 150
     for label, ref, ours, unit in rows:
         d.text((10, y + bar_h // 2), label, fill="black", font=font)
@@ -66,7 +81,8 @@ def main() -> None:
     ap.add_argument("results", nargs="+", type=Path, help="JSON files written by the benchmarks' --json")
     ap.add_argument("-o", "--output", type=Path, default=Path("docs/benchmarks.png"))
     args = ap.parse_args()
-    draw(rows_from([json.loads(p.read_text()) for p in args.results]), args.output)
+    docs = [json.loads(p.read_text()) for p in args.results]
+    draw(rows_from(docs), args.output, machine_caption(docs))
     print(args.output)
 
 

@@ -36,17 +36,22 @@ def others_cpu_share(seconds: float = 1.0) -> float:
     return 0.0 if spent <= 0 else 1.0 - (idle1 - idle0) / spent
 
 
+def _median_seconds(work, repeat: int) -> float:
+    """Median time of `work()` over `repeat` runs, after one warm-up run."""
+    work()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def matmul_gflops(n: int = 2048, repeat: int = 7) -> float:
     import torch
 
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times) / 1e9
+    return 2 * n**3 / _median_seconds(lambda: a @ b, repeat) / 1e9
 
 
 def copy_gbps(megabytes: int = 256, repeat: int = 5) -> float:
@@ -54,14 +59,8 @@ def copy_gbps(megabytes: int = 256, repeat: int = 5) -> float:
     import torch
 
     src = torch.ones(megabytes * 2**20 // 4)
-    dst = torch.empty_like(src)
-    dst.copy_(src)  # warm-up: pages touched
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        dst.copy_(src)
-        times.append(time.perf_counter() - t0)
-    return 2 * src.numel() * 4 / statistics.median(times) / 1e9
+    dst = torch.empty_like(src)  # its pages are touched by the warm-up run
+    return 2 * src.numel() * 4 / _median_seconds(lambda: dst.copy_(src), repeat) / 1e9
 
 
 @dataclass
@@ -104,10 +103,13 @@ class Machine:
         pairs = ((self.before.matmul_gflops, self.after.matmul_gflops), (self.before.copy_gbps, self.after.copy_gbps))
         return any(abs(b - a) > DRIFT * max(a, b) for a, b in pairs)
 
+    @property
+    def flags(self) -> list[str]:
+        return [name for name, on in (("VARIED", self.varied), ("BUSY", self.busy)) if on]
+
     def stop(self) -> dict:
         self.after = Condition.measure()
-        flags = [name for name, on in (("VARIED", self.varied), ("BUSY", self.busy)) if on]
-        print(f"machine after:  {self.after.text()}  {' '.join(flags) or 'steady'}", flush=True)
+        print(f"machine after:  {self.after.text()}  {' '.join(self.flags) or 'steady'}", flush=True)
         return self.summary()
 
     def summary(self) -> dict:
@@ -123,8 +125,7 @@ class Machine:
         text = f"machine: {self.before.text()} before"
         if self.after:
             text += f"; {self.after.text()} after"
-        flags = [name for name, on in (("VARIED", self.varied), ("BUSY", self.busy)) if on]
-        return text + (f" [{' '.join(flags)}]" if flags else " [steady]")
+        return text + f" [{' '.join(self.flags) or 'steady'}]"
 
 
 def spread(values: list[float]) -> str:

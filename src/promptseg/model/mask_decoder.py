@@ -131,9 +131,10 @@ class MaskDecoder(nn.Module):
         through both upscalings, the norm, the activations and the per-mask dot products; only
         the logits are rearranged into image order.
 
-        Without autograd (and outside ONNX export) the work goes a few rows of tokens at a
-        time, each band's intermediates staying in the CPU's cache: whole, they are 24 MB a
-        prompt, and every elementwise pass over them would go to memory.
+        Without autograd (and outside ONNX export) the work goes one prompt at a time (a band
+        of token rows, for grids over `_BAND_TOKENS`) and one row offset of each 2x2 block at a
+        time, so each step's intermediates (about 2 MB) stay in the CPU's cache: whole, they
+        are 24 MB a prompt, and every elementwise pass over them would go to memory.
         """
         if torch.is_grad_enabled() or torch.onnx.is_in_onnx_export():
             return self._upscale_whole(src, hyper_in, h, w)
@@ -176,19 +177,19 @@ class MaskDecoder(nn.Module):
                 band = src[i, r0 * w : r1 * w]  # (n, C), tokens in image order
                 for di in (0, 1):
                     x = torch.addmm(b1, band, w1[di]).view(-1, c1)  # rows (token, dj)
-                    x = _activate(act1, F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps), True)
+                    x = _activate_(act1, F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
                     for ei in (0, 1):
-                        y = _activate(act2, torch.addmm(b2, x, w2[ei]).view(-1, c2), True)  # rows (token, dj, ej)
+                        y = _activate_(act2, torch.addmm(b2, x, w2[ei]).view(-1, c2))  # rows (token, dj, ej)
                         logits = (hyper @ y.t()).view(m, r1 - r0, 4 * w)  # image rows 4r + 2di + ei
                         out[i, :, 4 * r0 + 2 * di + ei : 4 * r1 : 4] = logits
         return out
 
 
-_BAND_TOKENS = 4096  # tokens upscaled at once without autograd: about 4 MB of intermediates
+_BAND_TOKENS = 4096  # tokens upscaled at once without autograd: SAM's whole 64x64 grid
 
 
-def _activate(act: nn.Module, x: torch.Tensor, inplace: bool) -> torch.Tensor:
-    """act(x), computed in place for an exact GELU when `inplace`."""
-    if inplace and type(act) is nn.GELU:
+def _activate_(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """act(x), in place for GELU (no autograd: its input is not kept)."""
+    if type(act) is nn.GELU:
         return torch.ops.aten.gelu_(x, approximate=act.approximate)
     return act(x)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -46,17 +48,19 @@ class MLPBlock(nn.Module):
 
 
 class MLP(nn.Module):
-    """A stack of linear layers with ReLU between them (no activation after the last)."""
+    """A stack of linear layers with `act` (ReLU) between them (no activation after the last)."""
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int) -> None:
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int,
+                 act: Callable[[torch.Tensor], torch.Tensor] = torch.relu) -> None:
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < last:
-                x = torch.relu(x)
+                x = self.act(x)
         return x

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .hiera import FpnNeck, Hiera, HieraImageEncoder
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .sam import Sam
+from .sam2 import Sam2
 from .tiny_encoder import TinyEncoder
 from .transformer import TwoWayTransformer
 
@@ -97,16 +99,83 @@ class TinyConfig:
         return Sam(encoder, *_prompt_and_decoder(self.prompt_embed_dim, self.img_size // self.stride, self.img_size, self))
 
 
-CONFIGS: dict[str, ViTConfig | TinyConfig] = {
+@dataclass(frozen=True)
+class HieraConfig:
+    """Hyperparameters of a SAM 2 image model (Hiera trunk, FPN neck, SAM 2's decoder)."""
+
+    embed_dim: int
+    num_heads: int
+    stages: tuple[int, ...]
+    global_att_blocks: tuple[int, ...]
+    window_spec: tuple[int, ...] = (8, 4, 14, 7)
+    window_pos_embed_bkg_spatial_size: tuple[int, int] = (14, 14)
+    img_size: int = 1024
+    prompt_embed_dim: int = 256
+    mask_in_chans: int = 16
+    decoder_depth: int = 2
+    decoder_heads: int = 8
+    decoder_mlp_dim: int = 2048
+    # the image predictor's fallback from an unstable single mask: (delta, stability threshold)
+    dynamic_multimask: tuple[float, float] = (0.05, 0.98)
+
+    def build(self) -> Sam2:
+        trunk = Hiera(
+            embed_dim=self.embed_dim,
+            num_heads=self.num_heads,
+            stages=self.stages,
+            global_att_blocks=self.global_att_blocks,
+            window_spec=self.window_spec,
+            window_pos_embed_bkg_spatial_size=self.window_pos_embed_bkg_spatial_size,
+        )
+        dim = self.prompt_embed_dim
+        encoder = HieraImageEncoder(trunk, FpnNeck(dim, trunk.channel_list), img_size=self.img_size)
+        grid = self.img_size // 16
+        prompt = PromptEncoder(
+            embed_dim=dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(self.img_size, self.img_size),
+            mask_in_chans=self.mask_in_chans,
+            boxes_as_points=True,
+        )
+        decoder = MaskDecoder(
+            transformer_dim=dim,
+            transformer=TwoWayTransformer(
+                depth=self.decoder_depth, embedding_dim=dim, num_heads=self.decoder_heads, mlp_dim=self.decoder_mlp_dim
+            ),
+            use_high_res_features=True,
+            pred_obj_scores=True,
+            iou_sigmoid=True,
+            dynamic_multimask=self.dynamic_multimask,
+        )
+        return Sam2(encoder, prompt, decoder)
+
+
+def _hiera_sizes() -> dict[str, HieraConfig]:
+    """SAM 2.1's four sizes, and SAM 2.0's (the same image model; their checkpoints differ only
+    in the video parts)."""
+    sizes = {
+        "t": HieraConfig(96, 1, (1, 2, 7, 2), (5, 7, 9), window_pos_embed_bkg_spatial_size=(7, 7)),
+        "s": HieraConfig(96, 1, (1, 2, 11, 2), (7, 10, 13), window_pos_embed_bkg_spatial_size=(7, 7)),
+        "b+": HieraConfig(112, 2, (2, 3, 16, 3), (12, 16, 20)),
+        "l": HieraConfig(144, 2, (2, 6, 36, 4), (23, 33, 43), window_spec=(8, 4, 16, 8),
+                         window_pos_embed_bkg_spatial_size=(7, 7)),
+    }
+    out = {f"sam2.1_hiera_{k}": v for k, v in sizes.items()}
+    out.update({f"sam2_hiera_{k}": v for k, v in sizes.items()})
+    return out
+
+
+CONFIGS: dict[str, ViTConfig | TinyConfig | HieraConfig] = {
     "vit_b": ViTConfig(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)),
     "vit_l": ViTConfig(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)),
     "vit_h": ViTConfig(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
     "tiny": TinyConfig(),
     "tiny_s8": TinyConfig(stride=8),
+    **_hiera_sizes(),
 }
 
 
-def get_config(name: str) -> ViTConfig | TinyConfig:
+def get_config(name: str) -> ViTConfig | TinyConfig | HieraConfig:
     try:
         return CONFIGS[name]
     except KeyError:

@@ -46,8 +46,12 @@ class PromptEncoder(nn.Module):
         mask_in_chans: int,
         activation: type[nn.Module] = nn.GELU,
         draw_prompts: bool = False,
+        boxes_as_points: bool = False,
     ) -> None:
         super().__init__()
+        # With boxes_as_points (SAM 2), a box is given as its two corners, points labelled 2 and
+        # 3, placed before the clicks; a padding point then always ends the points.
+        self.boxes_as_points = boxes_as_points
         # With draw_prompts, a prompt without a mask input also gets its points and box drawn
         # as the mask input (see `draw_prompt_mask`), and with a mask input its clicks are
         # painted over it (see `paint_clicks`). SAM's models do not do this (False); the
@@ -82,12 +86,11 @@ class PromptEncoder(nn.Module):
             coords = torch.cat([coords, coords.new_zeros(coords.shape[0], 1, 2)], dim=1)
             labels = torch.cat([labels, -labels.new_ones(labels.shape[0], 1)], dim=1)
         pe = self.pe_layer.forward_with_coords(coords, self.input_image_size)
-        # Label -1 is padding: its encoding is replaced by the "not a point" vector.
-        table = torch.cat(
-            [self.not_a_point_embed.weight, self.point_embeddings[0].weight, self.point_embeddings[1].weight]
-        )
+        # Label -1 is padding: its encoding is replaced by the "not a point" vector. Labels 2
+        # and 3 are a box's corners.
+        table = torch.cat([self.not_a_point_embed.weight, *(e.weight for e in self.point_embeddings)])
         is_point = (labels != -1).unsqueeze(-1)
-        return torch.where(is_point, pe, 0.0) + table[(labels + 1).clamp(0, 2).long()]
+        return torch.where(is_point, pe, 0.0) + table[(labels + 1).clamp(0, 4).long()]
 
     def _embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
         corners = (boxes + 0.5).reshape(-1, 2, 2)
@@ -110,6 +113,14 @@ class PromptEncoder(nn.Module):
         masks: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns sparse (B, N, C) and dense (B, C, h, w) embeddings."""
+        if boxes is not None and self.boxes_as_points:
+            corners = boxes.reshape(-1, 2, 2)
+            corner_labels = torch.tensor([[2, 3]], device=corners.device).expand(corners.shape[0], 2)
+            if points is not None:
+                points = (torch.cat([corners, points[0]], dim=1), torch.cat([corner_labels.to(points[1]), points[1]], dim=1))
+            else:
+                points = (corners, corner_labels)
+            boxes = None
         bs = self._batch_size(points, boxes, masks)
         device = self.point_embeddings[0].weight.device
         sparse = [torch.empty((bs, 0, self.embed_dim), device=device)]

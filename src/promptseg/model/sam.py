@@ -36,6 +36,11 @@ def full_size_logits(masks: torch.Tensor, input_size, original_size, img_size: i
 class Sam(nn.Module):
     mask_threshold: float = 0.0
     image_format: str = "RGB"
+    family: str = "sam"  # "sam2" for SAM 2's models
+    # SAM resizes an image's longest side to `img_size` and pads the rest (SAM 2: `Sam2`)
+    square_input: bool = False
+    # the returned low-res logits are clamped to +-this (None: not clamped)
+    low_res_limit: float | None = None
 
     def __init__(
         self,
@@ -77,6 +82,11 @@ class Sam(nn.Module):
         h, w = x.shape[-2:]
         return F.pad(x, (0, self.img_size - w, 0, self.img_size - h))
 
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Preprocessed images (B, 3, S, S) -> the decoder's image embedding (B, C, h, w) and the
+        higher-resolution levels it also reads (SAM 2), or None."""
+        return self.image_encoder(x), None
+
     def postprocess_masks(
         self, masks: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
     ) -> torch.Tensor:
@@ -89,13 +99,14 @@ class Sam(nn.Module):
         each input has `image` (3, h, w) already resized, `original_size`, and optionally
         `point_coords`, `point_labels`, `boxes`, `mask_inputs` in the resized frame."""
         images = torch.stack([self.preprocess(rec["image"][None])[0] for rec in batched_input])
-        embeddings = self.image_encoder(images)
+        embeddings, high_res = self.encode(images)
         outputs = []
-        for rec, emb in zip(batched_input, embeddings):
+        for i, (rec, emb) in enumerate(zip(batched_input, embeddings)):
             points = (rec["point_coords"], rec["point_labels"]) if "point_coords" in rec else None
             sparse, dense = self.prompt_encoder(points, rec.get("boxes"), rec.get("mask_inputs"))
+            levels = None if high_res is None else tuple(f[i : i + 1] for f in high_res)
             low_res, iou = self.mask_decoder(
-                emb[None], self.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output
+                emb[None], self.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output, high_res=levels
             )
             masks = self.postprocess_masks(low_res, tuple(rec["image"].shape[-2:]), tuple(rec["original_size"]))
             outputs.append({"masks": masks > self.mask_threshold, "iou_predictions": iou, "low_res_logits": low_res})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import sys
 import urllib.error
 import urllib.request
 import warnings
@@ -114,59 +115,68 @@ def download(
                           what="the published one")
 
 
-def fetch_verified(url: str, final: Path, size: int, sha256: str, quiet: bool = False, timeout: float = 60.0,
-                   what: str = "the expected file") -> Path:
+def fetch_verified(url: str, final: Path, size: int | None, sha256: str | None, quiet: bool = False,
+                   timeout: float = 60.0, what: str = "the expected file") -> Path:
     """Download `url` to `final` unless a file of that size and SHA-256 is already there.
 
     A partial download (`final`.part) is resumed; a file of the wrong size or hash is removed
-    and ValueError raised; an interrupted transfer raises ConnectionError and keeps the part."""
+    and ValueError raised; an interrupted transfer raises ConnectionError and keeps the part.
+    Where no size and hash are known (`None`), the server's length says when the file is whole,
+    and the SHA-256 of what arrived is printed (unless `quiet`) for the user to compare."""
     final.parent.mkdir(parents=True, exist_ok=True)
     name = final.name
-    if final.exists() and final.stat().st_size == size:
-        if _sha256(final) == sha256:
+    if final.exists() and (size is None or final.stat().st_size == size):
+        if sha256 is None or _sha256(final) == sha256:
             return final
         final.unlink()
     part = final.with_name(name + ".part")
     have = part.stat().st_size if part.exists() else 0
-    if have > size:
+    if size is not None and have > size:
         part.unlink()
         have = 0
-    if have < size:
-        _fetch(url, part, have, size, quiet, timeout)
+    if size is None or have < size:
+        reported = _fetch(url, part, have, size, quiet, timeout)
+        size = size if size is not None else reported
     got = part.stat().st_size
-    if got < size:  # the server closed the connection early; keep what we have
+    if size is not None and got < size:  # the server closed the connection early; keep what we have
         raise ConnectionError(
             f"download of {name} was interrupted at {got} of {size} bytes; run the same command again to resume"
         )
-    if got != size:
+    if size is not None and got != size:
         part.unlink()
         raise ValueError(f"downloaded {name} has {got} bytes, expected {size}; removed it, try again")
     digest = _sha256(part)
-    if digest != sha256:
+    if sha256 is not None and digest != sha256:
         part.unlink()
         raise ValueError(
             f"downloaded {name} has SHA-256 {digest}, expected {sha256}; "
             f"the file was corrupt or not {what} and was removed"
         )
+    if sha256 is None and not quiet:
+        print(f"{name}: {got} bytes, SHA-256 {digest} (no checksum is published to compare it with)", file=sys.stderr)
     os.replace(part, final)
     return final
 
 
-def _fetch(url: str, part: Path, have: int, total: int, quiet: bool, timeout: float) -> None:
+def _fetch(url: str, part: Path, have: int, total: int | None, quiet: bool, timeout: float) -> int | None:
+    """Append the bytes of `url` from offset `have` to `part`; returns the file's whole length
+    as the server states it (None if it does not)."""
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # the server says there is nothing past what we have
-            return
+            return have
         raise ConnectionError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise ConnectionError(f"cannot reach {url} ({exc}); check the network or pass a mirror URL") from None
     with response:
         if have and response.status != 206:  # no range support: start over
             have = 0
+        length = response.headers.get("Content-Length")
+        stated = have + int(length) if length is not None and length.isdigit() else None
         mode = "ab" if have else "wb"
-        with progress(total, part.name.removesuffix(".part"), quiet, start=have, unit="bytes") as advance, \
+        with progress(total or stated, part.name.removesuffix(".part"), quiet, start=have, unit="bytes") as advance, \
                 open(part, mode) as f:
             while True:
                 try:
@@ -177,6 +187,7 @@ def _fetch(url: str, part: Path, have: int, total: int, quiet: bool, timeout: fl
                     break
                 f.write(chunk)
                 advance(len(chunk))
+    return stated
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -245,6 +256,42 @@ def _as_weights(tensors: dict[str, torch.Tensor], path: Path) -> dict[str, torch
                 )
         out[name] = value
     return out
+
+
+# The parts of Meta's SAM 2 checkpoints that only its video predictor uses.
+SAM2_VIDEO_PREFIXES = ("memory_attention.", "memory_encoder.", "obj_ptr_proj.", "obj_ptr_tpos_proj.",
+                       "mask_downsample.")
+SAM2_VIDEO_KEYS = ("maskmem_tpos_enc", "no_mem_pos_enc", "no_obj_ptr", "no_obj_embed_spatial")
+_SAM2_RENAMES = (("sam_prompt_encoder.", "prompt_encoder."), ("sam_mask_decoder.", "mask_decoder."))
+
+
+def is_meta_sam2(state_dict: dict[str, torch.Tensor]) -> bool:
+    """Whether a state dict is laid out as Meta's SAM 2 checkpoints are."""
+    return any(k.startswith("sam_mask_decoder.") for k in state_dict)
+
+
+def convert_meta_sam2(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str], str]:
+    """Meta's SAM 2 / 2.1 state dict (its `model` dict) -> ours, the video-only keys it dropped,
+    and the release it looks like ("sam2.1" when it has 2.1's video parts, else "sam2")."""
+    out, skipped = {}, []
+    for key, value in state_dict.items():
+        if key.startswith(SAM2_VIDEO_PREFIXES) or key in SAM2_VIDEO_KEYS:
+            skipped.append(key)
+            continue
+        for old, new in _SAM2_RENAMES:
+            if key.startswith(old):
+                key = new + key[len(old):]
+        if key.startswith("mask_decoder.transformer.layers."):  # Meta's MLP is layers.0/1, SAM's lin1/lin2
+            key = key.replace(".mlp.layers.0.", ".mlp.lin1.").replace(".mlp.layers.1.", ".mlp.lin2.")
+        out[key] = value
+    release = "sam2.1" if "no_obj_embed_spatial" in state_dict or "obj_ptr_tpos_proj.weight" in state_dict else "sam2"
+    return out, skipped, release
+
+
+def _sam2_release_type(model_type: str, release: str) -> str:
+    """The SAM 2 configuration of `release` with the same image model as `model_type`."""
+    size = model_type.rsplit("_hiera_", 1)[1]
+    return f"{release}_hiera_{size}"
 
 
 @cache
@@ -338,10 +385,18 @@ def build_model(
         model.weights_settings = settings
         return model.to(device).eval()
     state_dict = load_state_dict(checkpoint)
+    release = None
+    if is_meta_sam2(state_dict):
+        state_dict, skipped, release = convert_meta_sam2(state_dict)
+        if skipped:
+            print(f"promptseg: {checkpoint}: skipped {len(skipped)} weights of SAM 2's video model "
+                  "(memory attention, memory encoder, object pointers); images do not use them", file=sys.stderr)
     if model_type is None:
         model_type = detect_model_type(state_dict)
         if model_type is None:
             check_state_dict(state_dict, _closest_type(state_dict), f"checkpoint {checkpoint}")
+        if release is not None and "_hiera_" in model_type:  # 2.0 and 2.1 share their image model
+            model_type = _sam2_release_type(model_type, release)
     else:
         get_config(model_type)
         check_state_dict(state_dict, model_type, f"checkpoint {checkpoint}")

@@ -60,7 +60,7 @@ class WeightsEntry:
     tag: str
     filename: str
     url: str | None = None  # None: bundled with the package
-    size: int | None = None
+    size: int | None = None  # of a downloaded file; None where it is not known
     sha256: str | None = None
     settings: WeightsSettings = field(default_factory=WeightsSettings)
     description: str = ""
@@ -81,6 +81,24 @@ class WeightsEntry:
 def _meta(arch: str, filename: str, size: int, sha256: str) -> WeightsEntry:
     return WeightsEntry(arch, "sa1b", filename, META_BASE_URL + filename, size, sha256, SAM_SETTINGS,
                         f"Meta's SAM {arch.upper().replace('_', '-')}, trained on SA-1B")
+
+
+SAM2_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/"
+# SAM 2's automatic mask generator's defaults (its IoU head ends in a sigmoid)
+SAM2_SETTINGS = WeightsSettings(pred_iou_thresh=0.8, stability_score_thresh=0.95)
+_SAM2_SIZES = {"t": ("tiny", "T"), "s": ("small", "S"), "b+": ("base_plus", "B+"), "l": ("large", "L")}
+
+
+def _meta_sam2(release: str, size: str) -> WeightsEntry:
+    """Meta's SAM 2 (072824) or 2.1 (092824) checkpoint of one size. Meta publishes neither
+    sizes nor checksums for these files, and none could be confirmed here: the download
+    checks the length the server states and prints the SHA-256 of what arrived."""
+    word, letter = _SAM2_SIZES[size]
+    folder = "092824/" if release == "sam2.1" else "072824/"
+    filename = f"{release}_hiera_{word}.pt"
+    return WeightsEntry(f"{release}_hiera_{size}", "sav", filename, SAM2_BASE_URL + folder + filename,
+                        settings=SAM2_SETTINGS,
+                        description=f"Meta's SAM {release[3:]} Hiera-{letter}, trained on SA-1B and SA-V")
 
 
 # Meta publishes no checksums; these sizes and hashes agree across independent mirrors.
@@ -104,6 +122,7 @@ REGISTRY: dict[str, WeightsEntry] = {
               "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"),
         _meta("vit_b", "sam_vit_b_01ec64.pth", 375_042_383,
               "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
+        *(_meta_sam2(release, size) for release in ("sam2.1", "sam2") for size in _SAM2_SIZES),
     )
 }
 

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
+from pycocotools import mask as mask_utils
 
 REPO = Path(__file__).resolve().parents[1]  # the repository's root
 
@@ -101,3 +103,59 @@ def segment_twice(tmp_path, photo, box: str, refine: str, *extra):
     b = np.asarray(Image.open(tmp_path / "refined.png")) > 0
     assert b.sum() == summary["masks"][0]["area"] > 0
     return a, b
+
+
+def _rles(records):
+    return [mask_utils.frPyObjects(r["segmentation"], *r["segmentation"]["size"]) for r in records]
+
+
+def match_records(ref_records, our_records):
+    """One-to-one matching: each reference mask to the unused mask of ours from the same
+    prompt point (and crop) with the highest mask IoU. Returns (ref index, our index, IoU)."""
+    if not ref_records or not our_records:
+        return []
+    ious = np.asarray(mask_utils.iou(_rles(our_records), _rles(ref_records), [0] * len(ref_records)))
+    ious = ious.reshape(len(our_records), len(ref_records))
+
+    def key(r):
+        return tuple(np.round(r["point_coords"][0], 3)) + tuple(np.round(r["crop_box"], 3))
+
+    ours_by_key: dict = {}
+    for i, r in enumerate(our_records):
+        ours_by_key.setdefault(key(r), []).append(i)
+    pairs, used = [], set()
+    for j, r in enumerate(ref_records):
+        candidates = [i for i in ours_by_key.get(key(r), []) if i not in used]
+        if candidates:
+            i = max(candidates, key=lambda i: ious[i, j])
+            used.add(i)
+            pairs.append((j, i, float(ious[i, j])))
+    return pairs
+
+
+def assert_records_match(ref_records, our_records, stability_thresh: float | None = None):
+    """Generator records as the reference's: counts within 1 %, >= 99 % of masks matched one to
+    one at IoU >= 0.99, and their scores, point, crop, box and area agreeing.
+
+    With `stability_thresh` (the filter's), masks whose stability lies within 1e-3 of it are left
+    out on both sides first: one pixel more or less at full size moves a stability score by
+    about that much, so such a mask may fall either way."""
+    if stability_thresh is not None:
+        def clear(r):
+            return abs(r["stability_score"] - stability_thresh) > 1e-3
+
+        ref_records = [r for r in ref_records if clear(r)]
+        our_records = [r for r in our_records if clear(r)]
+    n_ref, n_ours = len(ref_records), len(our_records)
+    assert abs(n_ref - n_ours) <= max(1, 0.01 * n_ref), (n_ref, n_ours)
+    pairs = match_records(ref_records, our_records)
+    good = [p for p in pairs if p[2] >= 0.99]
+    assert len(good) >= 0.99 * n_ref, f"{len(good)} of {n_ref} masks matched at IoU >= 0.99"
+    for j, i, _ in good:
+        r, o = ref_records[j], our_records[i]
+        assert o["predicted_iou"] == pytest.approx(r["predicted_iou"], abs=1e-4)
+        assert o["stability_score"] == pytest.approx(r["stability_score"], abs=1e-3)
+        assert o["point_coords"][0] == pytest.approx(r["point_coords"][0])
+        assert o["crop_box"] == pytest.approx(r["crop_box"])
+        assert np.abs(np.array(o["bbox"]) - np.array(r["bbox"])).max() <= 1
+        assert abs(o["area"] - r["area"]) <= max(2, 0.005 * r["area"])

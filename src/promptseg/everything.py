@@ -70,6 +70,11 @@ def _check_options(o: dict) -> None:
     for name in ("box_nms_thresh", "crop_nms_thresh"):
         _check_fraction(name, o[name])
     _check_fraction("crop_overlap_ratio", o["crop_overlap_ratio"], high_open=True)
+    for name in ("use_m2m", "multimask_output"):
+        if not isinstance(o[name], (bool, np.bool_)):
+            raise ValueError(f"{name} must be True or False, got {o[name]!r}")
+    if o["mask_threshold"] is not None and not _is_finite_number(o["mask_threshold"]):
+        raise ValueError(f"mask_threshold must be a finite number, got {o['mask_threshold']!r}")
     offset = o["stability_score_offset"]
     if not (_is_finite_number(offset) and offset >= 0):
         raise ValueError(f"stability_score_offset must be a finite number >= 0, got {offset!r}")
@@ -151,6 +156,11 @@ class MaskGenerator:
     at `box_nms_thresh` within a crop and `crop_nms_thresh` across crops; `crop_n_layers`
     extra layers of overlapping crops; holes and islands under `min_mask_region_area` pixels
     removed; records in `output_mode` binary_mask, uncompressed_rle or coco_rle.
+
+    SAM 2's generator adds: `mask_threshold` (None: the predictor's) for stability and masks;
+    `multimask_output` False asks each click for one mask (SAM 2's models: the single-mask
+    token, or its best candidate where that is unstable); `use_m2m` refines each candidate once
+    with its click and its own low-res logits as the mask input before the filters.
     """
 
     def __init__(
@@ -169,6 +179,9 @@ class MaskGenerator:
         point_grids: list[np.ndarray] | None = None,
         min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
+        mask_threshold: float | None = None,
+        use_m2m: bool = False,
+        multimask_output: bool = True,
     ) -> None:
         _check_options(locals())
         if points_per_side is not None:
@@ -193,6 +206,9 @@ class MaskGenerator:
         self.crop_overlap_ratio = crop_overlap_ratio
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
+        self.mask_threshold = self.predictor.mask_threshold if mask_threshold is None else float(mask_threshold)
+        self.use_m2m = use_m2m
+        self.multimask_output = multimask_output
 
     @property
     def prompt_count(self) -> int:
@@ -281,19 +297,27 @@ class MaskGenerator:
     def _process_batch(self, state, points: np.ndarray, crop: list[int], size: tuple[int, int],
                        on_step: Callable[[], None]) -> _Found:
         pred = self.predictor
-        # prompts whose candidates all fail the IoU filter need not be brought to mask size
-        min_iou = self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else None
-        low_res, iou = (torch.as_tensor(a) for a in pred.decode_points(state, points, min_iou))
+        if self.multimask_output and not self.use_m2m:
+            # prompts whose candidates all fail the IoU filter need not be brought to mask size
+            min_iou = self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else None
+            low_res, iou = (torch.as_tensor(a) for a in pred.decode_points(state, points, min_iou))
+        else:
+            answer = pred.predict_low_res(points[:, None, :], np.ones((len(points), 1), dtype=np.int64),
+                                          multimask_output=self.multimask_output)
+            low_res, iou = torch.as_tensor(answer.low_res), torch.as_tensor(answer.iou)
         per_point = low_res.shape[1]
         low_res = low_res.flatten(0, 1)
         iou = iou.flatten(0, 1)
-        pts = torch.as_tensor(np.repeat(points, per_point, axis=0))
+        pts_np = np.repeat(points, per_point, axis=0)
+        pts = torch.as_tensor(pts_np)
+        if self.use_m2m:
+            low_res, iou = self._refine_with_own_masks(pts_np, low_res)
         keep = torch.arange(len(iou))
         if self.pred_iou_thresh > 0.0:
             keep = keep[iou[keep] > self.pred_iou_thresh]
         if len(keep) == 0:
             return _Found()
-        threshold = pred.mask_threshold
+        threshold = self.mask_threshold
         offset = self.stability_score_offset
         image_box = [0, 0, size[1], size[0]]
         # Bring survivors to full size one at a time: memory stays at one mask, whatever the image.
@@ -323,6 +347,22 @@ class MaskGenerator:
             pts[idx],
             torch.tensor([crop], dtype=torch.int64).expand(len(kept), 4),
         )
+
+    def _refine_with_own_masks(self, points: np.ndarray, low_res: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM 2's mask-to-mask refinement: each candidate asked again, one mask, with its click
+        and its own low-res logits (clamped as `predict` returns them) as the mask input."""
+        pred = self.predictor
+        limit = getattr(pred, "low_res_limit", None)
+        if limit is not None:
+            low_res = low_res.clamp(-limit, limit)
+        lows, ious = [], []
+        for start in range(0, len(points), self.points_per_batch):
+            end = start + self.points_per_batch
+            answer = pred.predict_low_res(points[start:end, None, :], np.ones((len(points[start:end]), 1), dtype=np.int64),
+                                          mask_input=low_res[start:end, None].numpy(), multimask_output=False)
+            lows.append(torch.as_tensor(answer.low_res)[:, 0])
+            ious.append(torch.as_tensor(answer.iou)[:, 0])
+        return torch.cat(lows), torch.cat(ious)
 
     @staticmethod
     def _remove_small_regions(found: _Found, min_area: int, nms_thresh: float,

@@ -55,6 +55,48 @@ class ResizeLongestSide:
         return self.apply_coords_torch(boxes.reshape(-1, 2, 2), original_size).reshape(-1, 4)
 
 
+class ResizeSquare:
+    """SAM 2's frame: the image resized to `target_length` on both sides (its aspect not kept),
+    so coordinates scale by each axis's own factor."""
+
+    def __init__(self, target_length: int) -> None:
+        self.target_length = target_length
+
+    def apply_coords(self, coords: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        h, w = original_size
+        coords = np.array(coords, dtype=float, copy=True)
+        coords[..., 0] = coords[..., 0] / w * self.target_length
+        coords[..., 1] = coords[..., 1] / h * self.target_length
+        return coords
+
+    def apply_boxes(self, boxes: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        return self.apply_coords(np.asarray(boxes).reshape(-1, 2, 2), original_size).reshape(-1, 4)
+
+
+def fill_holes_and_sprinkles(low_res: np.ndarray, threshold: float = 0.0, max_hole_area: float = 0.0,
+                             max_sprinkle_area: float = 0.0) -> np.ndarray:
+    """SAM 2's clean-up of low-res logits (B, M, h, w), before they are brought to full size:
+    background regions (logits <= threshold, 8-connected) of at most `max_hole_area` low-res
+    pixels become foreground (threshold + 10), and foreground regions of at most
+    `max_sprinkle_area` background (threshold - 10). Both are found on the logits as given."""
+    import cv2
+
+    out = np.array(low_res, dtype=np.float32, copy=True)
+    if max_hole_area <= 0 and max_sprinkle_area <= 0:
+        return out
+    for idx in np.ndindex(*out.shape[:-2]):
+        logits = np.asarray(low_res[idx], dtype=np.float32)
+        for limit, region, value in ((max_hole_area, logits <= threshold, threshold + 10.0),
+                                     (max_sprinkle_area, logits > threshold, threshold - 10.0)):
+            if limit <= 0:
+                continue
+            n, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)
+            small = np.flatnonzero(stats[1:n, cv2.CC_STAT_AREA] <= limit) + 1
+            if small.size:
+                out[idx][np.isin(labels, small)] = value
+    return out
+
+
 def input_frame_logits(low_res: np.ndarray, input_size: tuple[int, int], img_size: int) -> np.ndarray:
     """SAM's first bilinear step: low-res logits (B, M, h, w) -> (B, M, ih, iw) logits over the
     unpadded part of the model's input square. Only the low-res rows and columns that part needs

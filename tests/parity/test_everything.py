@@ -5,56 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pycocotools import mask as mask_utils
 
+from helpers import assert_records_match
 from promptseg import masks as M
 from promptseg.everything import MaskGenerator
 
 GRID = 8  # a reduced grid keeps the reference's run short; the full 32x32 runs in the benchmark
-
-
-def _rles(records):
-    return [mask_utils.frPyObjects(r["segmentation"], *r["segmentation"]["size"]) for r in records]
-
-
-def _match(ref_records, our_records):
-    """One-to-one matching: each reference mask to the unused mask of ours from the same
-    prompt point (and crop) with the highest mask IoU. Returns (ref index, our index, IoU)."""
-    if not ref_records or not our_records:
-        return []
-    ious = np.asarray(mask_utils.iou(_rles(our_records), _rles(ref_records), [0] * len(ref_records)))
-    ious = ious.reshape(len(our_records), len(ref_records))
-
-    def key(r):
-        return tuple(np.round(r["point_coords"][0], 3)) + tuple(np.round(r["crop_box"], 3))
-
-    ours_by_key: dict = {}
-    for i, r in enumerate(our_records):
-        ours_by_key.setdefault(key(r), []).append(i)
-    pairs, used = [], set()
-    for j, r in enumerate(ref_records):
-        candidates = [i for i in ours_by_key.get(key(r), []) if i not in used]
-        if candidates:
-            i = max(candidates, key=lambda i: ious[i, j])
-            used.add(i)
-            pairs.append((j, i, float(ious[i, j])))
-    return pairs
-
-
-def _assert_parity(ref_records, our_records):
-    n_ref, n_ours = len(ref_records), len(our_records)
-    assert abs(n_ref - n_ours) <= max(1, 0.01 * n_ref), (n_ref, n_ours)
-    pairs = _match(ref_records, our_records)
-    good = [p for p in pairs if p[2] >= 0.99]
-    assert len(good) >= 0.99 * n_ref, f"{len(good)} of {n_ref} masks matched at IoU >= 0.99"
-    for j, i, _ in good:
-        r, o = ref_records[j], our_records[i]
-        assert o["predicted_iou"] == pytest.approx(r["predicted_iou"], abs=1e-4)
-        assert o["stability_score"] == pytest.approx(r["stability_score"], abs=1e-3)
-        assert o["point_coords"][0] == pytest.approx(r["point_coords"][0])
-        assert o["crop_box"] == pytest.approx(r["crop_box"])
-        assert np.abs(np.array(o["bbox"]) - np.array(r["bbox"])).max() <= 1
-        assert abs(o["area"] - r["area"]) <= max(2, 0.005 * r["area"])
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +34,7 @@ def unfiltered(generators, photo):
 def test_every_mask_survives_and_matches(unfiltered):
     ref, ours = unfiltered
     assert len(ref) == 3 * GRID * GRID  # nothing was filtered: the whole pipeline ran on all
-    _assert_parity(ref, ours)
+    assert_records_match(ref, ours)
 
 
 def test_filters_at_median_thresholds_match(generators, photo, unfiltered):
@@ -90,12 +46,12 @@ def test_filters_at_median_thresholds_match(generators, photo, unfiltered):
     ref, ours = generators(pred_iou_thresh=iou_t, stability_score_thresh=stab_t, box_nms_thresh=0.7)
     r, o = ref.generate(photo), ours.generate(photo)
     assert 0 < len(r) < len(ref_all)
-    _assert_parity(r, o)
+    assert_records_match(r, o)
 
 
 def test_default_thresholds_match(generators, photo):
     ref, ours = generators()
-    _assert_parity(ref.generate(photo), ours.generate(photo))
+    assert_records_match(ref.generate(photo), ours.generate(photo))
 
 
 def test_crops_and_small_region_removal_match(generators, photo):
@@ -113,7 +69,7 @@ def test_crops_and_small_region_removal_match(generators, photo):
     # cleaned of small holes and islands.
     assert len(r) >= 3 * GRID * GRID
     assert {tuple(x["crop_box"]) for x in o} == {tuple(x["crop_box"]) for x in r}
-    _assert_parity(r, o)
+    assert_records_match(r, o)
 
 
 def test_output_modes_agree(small_pair, photo):

@@ -60,7 +60,7 @@ def test_every_predictor_keeps_the_contract(tiny):
         assert isinstance(state, ImageState) and state.original_size == photo.shape[:2]
         assert (state.mirror is not None) == (predictor is flip)
         # predict is predict_low_res brought to full size
-        low, iou, same, batched = predictor.predict_low_res(np.array([[290, 150]]), np.array([1]))
+        low, iou, same, batched = predictor.predict_low_res(np.array([[290, 150]]), np.array([1]))[:4]
         assert same is state and not batched
         masks, scores, _ = predictor.predict(np.array([[290, 150]]), np.array([1]), return_logits=True)
         assert np.allclose(np.asarray(iou)[0], scores, atol=1e-6)

@@ -16,12 +16,14 @@ from .state import ImageState
 class LowResAnswer(NamedTuple):
     """An answer before it is brought to full size: low-res logits (B, C, h, w) and predicted
     IoU (B, C) (torch tensors or numpy arrays), the image it was asked on, and whether the prompts
-    came batched (else B is 1 and `predict` drops that axis)."""
+    came batched (else B is 1 and `predict` drops that axis); and, from backends that give them,
+    the object-score logits (B, 1) of SAM 2's models (above 0: an object is there)."""
 
     low_res: Any
     iou: Any
     state: ImageState
     batched: bool
+    object_scores: Any = None
 
 
 @runtime_checkable
@@ -41,6 +43,8 @@ class PromptPredictor(Protocol):
     def model_type(self) -> str | None: ...
     @property
     def settings(self) -> WeightsSettings: ...  # chosen for the loaded weights (promptseg.weights)
+    @property
+    def low_res_limit(self) -> float | None: ...  # `predict` clamps returned low-res logits to +-this (SAM 2)
 
     # the embedded image
     def set_image(self, image: ImageLike, image_format: str = "RGB") -> None:

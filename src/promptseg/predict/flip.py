@@ -13,20 +13,21 @@ from __future__ import annotations
 import numpy as np
 
 from ..io import ImageLike, read_image
-from ..transforms import input_frame_logits, original_frame_logits, preprocess_shape
+from ..transforms import input_frame_logits, original_frame_logits
 from .contract import LowResAnswer, PromptPredictor
 from .state import ImageState, as_float_array
 
 
-def mirror_low_res(low_res: np.ndarray, original_size: tuple[int, int], img_size: int) -> np.ndarray:
-    """Low-res logits (..., h, w) of an image of `original_size` (H, W), moved to the low-res frame
-    of the mirror image. The image fills the left `iw / img_size` of the model's padded square, so
-    the columns it covers are mirrored about its own middle (exactly when it covers whole columns,
+def mirror_low_res(low_res: np.ndarray, input_size: tuple[int, int], img_size: int) -> np.ndarray:
+    """Low-res logits (..., h, w) of an image resized to `input_size` (ih, iw) in the model's
+    input square, moved to the low-res frame of the mirror image. The image fills the left
+    `iw / img_size` of the square (all of it for SAM 2, which resizes to the square), so the
+    columns it covers are mirrored about its own middle (exactly when it covers whole columns,
     else by linear interpolation between the two nearest) and the padding's columns are left as
     they were."""
     low = np.asarray(low_res, dtype=np.float32)
     w = low.shape[-1]
-    _, iw = preprocess_shape(int(original_size[0]), int(original_size[1]), img_size)
+    iw = int(input_size[1])
     covered = iw * w / img_size  # the image's width in low-res columns
     n = min(w, int(np.ceil(covered - 1e-6)))
     src = np.clip(covered - 1 - np.arange(n), 0, w - 1)  # where column c's mirror centre falls
@@ -92,7 +93,7 @@ class FlipPredictor:
         state = self.image_state
         # the wrapped predictor checks the prompts and says what is wrong with them
         low, iou, plain, batched = self.predictor.predict_low_res(point_coords, point_labels, box, mask_input,
-                                                                  multimask_output)
+                                                                  multimask_output)[:4]
         height, width = plain.original_size
         m_coords = m_box = m_mask = None
         if point_coords is not None:
@@ -103,11 +104,10 @@ class FlipPredictor:
             m_box = b.copy()
             m_box[..., 0], m_box[..., 2] = _mirror_x(b[..., 2], width), _mirror_x(b[..., 0], width)
         if mask_input is not None:
-            m_mask = mirror_low_res(mask_input, (height, width), self.img_size)
+            m_mask = mirror_low_res(mask_input, plain.input_size, self.img_size)
         self.predictor.image_state = state.mirror
         try:
-            m_low, m_iou, _, _ = self.predictor.predict_low_res(m_coords, point_labels, m_box, m_mask,
-                                                                multimask_output)
+            m_low, m_iou = self.predictor.predict_low_res(m_coords, point_labels, m_box, m_mask, multimask_output)[:2]
         finally:
             self.predictor.image_state = state
         return as_float_array(low), as_float_array(m_low), (as_float_array(iou) + as_float_array(m_iou)) / 2, plain, batched
@@ -118,7 +118,7 @@ class FlipPredictor:
         low-res frame) and predicted IoUs."""
         low, m_low, iou, plain, batched = self._both_views(point_coords, point_labels, box, mask_input,
                                                            multimask_output)
-        return LowResAnswer((low + mirror_low_res(m_low, plain.original_size, self.img_size)) / 2, iou, plain, batched)
+        return LowResAnswer((low + mirror_low_res(m_low, plain.input_size, self.img_size)) / 2, iou, plain, batched)
 
     def predict(
         self,
@@ -133,6 +133,12 @@ class FlipPredictor:
         is the mean of the answers on the image and on its mirror image."""
         low, m_low, iou, plain, batched = self._both_views(point_coords, point_labels, box, mask_input,
                                                            multimask_output)
+        mirrored = (low + mirror_low_res(m_low, plain.input_size, self.img_size)) / 2
+        if tuple(plain.input_size) == (self.img_size, self.img_size):
+            # the image fills the square (SAM 2, or a square image): the low-res mirror is exact,
+            # and the mean is brought to full size as the wrapped predictor brings any answer
+            full = self.predictor.postprocess(mirrored, plain, return_logits)
+            return (full, iou, mirrored) if batched else (full[0], iou[0], mirrored[0])
         # Averaged in the model's input frame and brought to full size once: the second bilinear
         # step commutes with the mirror and with the mean, so this is the mean of the two
         # full-size answers at half the cost.
@@ -142,7 +148,7 @@ class FlipPredictor:
         out = (
             original_frame_logits(mean, plain.original_size, self.mask_threshold, return_logits),
             iou,
-            (low + mirror_low_res(m_low, plain.original_size, self.img_size)) / 2,
+            mirrored,
         )
         return out if batched else tuple(a[0] for a in out)
 
@@ -159,7 +165,7 @@ class FlipPredictor:
         mirrored = np.array(points, dtype=np.float32)
         mirrored[:, 0] = _mirror_x(mirrored[:, 0], state.original_size[1])
         m_low, m_iou = self.predictor.decode_points(state.mirror, mirrored)
-        m_low = mirror_low_res(as_float_array(m_low), state.original_size, self.img_size)
+        m_low = mirror_low_res(as_float_array(m_low), state.input_size, self.img_size)
         return (as_float_array(low) + m_low) / 2, (as_float_array(iou) + as_float_array(m_iou)) / 2
 
     def postprocess(self, low_res, state: ImageState, return_logits: bool = False) -> np.ndarray:
@@ -172,5 +178,6 @@ def _passed_on(name: str) -> property:
 
 
 # the embedded image's and the model's sizes, threshold and settings are the wrapped predictor's
-for _name in ("original_size", "input_size", "mask_threshold", "img_size", "mask_input_size", "model_type", "settings"):
+for _name in ("original_size", "input_size", "mask_threshold", "img_size", "mask_input_size", "model_type", "settings",
+              "low_res_limit"):
     setattr(FlipPredictor, _name, _passed_on(_name))

@@ -17,20 +17,22 @@ class ImageState:
     `features` is the encoder's output (1, C, h, w), a torch tensor or a numpy array according to
     the backend; `original_size` is the (H, W) of the image as given, `input_size` the (h, w) it
     was resized to before padding. A predictor that averages with the mirror image keeps the
-    mirror image's state in `mirror`. The two last fields are the torch backend's prompt-
-    independent decoder work, made on first use and kept with the image."""
+    mirror image's state in `mirror`. SAM 2's models also read `high_res`, the encoder's 4x and
+    8x levels (1, C/8, 4h, 4w) and (1, C/4, 2h, 2w). The two last fields are the torch backend's
+    prompt-independent decoder work, made on first use and kept with the image."""
 
     features: Any
     original_size: tuple[int, int]
     input_size: tuple[int, int]
     mirror: ImageState | None = None
+    high_res: Any = None
     image_pe: Any = None
     decoder_prepared: Any = None
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the embedding(s) (the mirror image's counted too)."""
-        own = int(self.features.nbytes)
+        own = int(self.features.nbytes) + sum(int(f.nbytes) for f in self.high_res or ())
         return own + (self.mirror.nbytes if self.mirror is not None else 0)
 
 
@@ -48,6 +50,7 @@ class EmbeddedImage:
 
     _state: ImageState | None = None
     _how_to_set = "call set_image(image) first"
+    low_res_limit: float | None = None  # `predict` returns low-res logits clamped to +-this (SAM 2: 32)
 
     @property
     def is_image_set(self) -> bool:
@@ -104,6 +107,9 @@ class EmbeddedImage:
         """
         check_flag(return_logits, "return_logits")
         low_res, iou, state, batched = self.predict_low_res(point_coords, point_labels, box, mask_input,
-                                                            multimask_output)
-        out = (self.postprocess(low_res, state, return_logits), as_float_array(iou), as_float_array(low_res))
+                                                            multimask_output)[:4]
+        low = as_float_array(low_res)
+        if self.low_res_limit is not None:
+            low = np.clip(low, -self.low_res_limit, self.low_res_limit)
+        out = (self.postprocess(low_res, state, return_logits), as_float_array(iou), low)
         return out if batched else tuple(a[0] for a in out)

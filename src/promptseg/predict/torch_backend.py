@@ -14,13 +14,20 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..cpu import fit_threads, tune_allocator
-from ..io import ImageLike, read_image
+from ..io import ImageLike, check_image_shape, read_image
 from ..model import Sam
 from ..prompts import check_prompts
-from ..transforms import ResizeLongestSide, upscale_logits
-from ..weights import SAM_SETTINGS, WeightsSettings
+from ..transforms import (
+    ResizeLongestSide,
+    ResizeSquare,
+    fill_holes_and_sprinkles,
+    original_frame_logits,
+    upscale_logits,
+)
+from ..weights import SAM2_SETTINGS, SAM_SETTINGS, WeightsSettings
 from .contract import LowResAnswer
 from .state import EmbeddedImage, ImageState
 
@@ -32,11 +39,22 @@ class Predictor(EmbeddedImage):
 
     _how_to_set = "call set_image(image) (or load_embedding(path)) first"
 
-    def __init__(self, sam_model: Sam) -> None:
+    def __init__(self, sam_model: Sam, mask_threshold: float | None = None, max_hole_area: float = 0.0,
+                 max_sprinkle_area: float = 0.0) -> None:
+        """`mask_threshold` (None: the model's, 0) turns logits into masks; `max_hole_area` and
+        `max_sprinkle_area` (low-res pixels, 0: off) fill small holes in and remove small specks
+        from the low-res logits before they are brought to full size, as SAM 2's predictor does."""
         tune_allocator()
         fit_threads()
         self.model = sam_model.eval()
-        self.transform = ResizeLongestSide(sam_model.img_size)
+        self.transform = (ResizeSquare if sam_model.square_input else ResizeLongestSide)(sam_model.img_size)
+        self._mask_threshold = sam_model.mask_threshold if mask_threshold is None else float(mask_threshold)
+        for name, value in (("max_hole_area", max_hole_area), ("max_sprinkle_area", max_sprinkle_area)):
+            if not (isinstance(value, (int, float)) and value >= 0):
+                raise ValueError(f"{name} must be a number of low-res pixels >= 0 (0: off), got {value!r}")
+        self.max_hole_area = float(max_hole_area)
+        self.max_sprinkle_area = float(max_sprinkle_area)
+        self.low_res_limit = sam_model.low_res_limit
         self._state: ImageState | None = None
         self._batch: list[ImageState] = []
 
@@ -52,6 +70,12 @@ class Predictor(EmbeddedImage):
         arr = read_image(image)
         if image_format != self.model.image_format:
             arr = np.ascontiguousarray(arr[..., ::-1])
+        if self.model.square_input:  # SAM 2: [0, 1] floats resized (antialiased) to the square
+            size = self.model.img_size
+            check_image_shape(arr.shape[0], arr.shape[1])
+            x = torch.from_numpy(arr).to(self.device).permute(2, 0, 1)[None].float().div(255)
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            return x[0], (arr.shape[0], arr.shape[1])
         resized = self.transform.apply_image(arr)
         tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()
         return tensor, (arr.shape[0], arr.shape[1])
@@ -64,18 +88,23 @@ class Predictor(EmbeddedImage):
 
     @torch.inference_mode()
     def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
-        """Embed an image already resized by `self.transform` as a (1, 3, h, w) tensor."""
+        """Embed an image already resized by `self.transform` as a (1, 3, h, w) tensor (SAM 2's
+        models: resized to the square input, values in [0, 1])."""
         if transformed_image.ndim != 4 or transformed_image.shape[:2] != (1, 3):
             raise ValueError(f"transformed_image must be (1, 3, h, w), got {tuple(transformed_image.shape)}")
-        if max(transformed_image.shape[2:]) != self.model.img_size:
+        size = self.model.img_size
+        if self.model.square_input and tuple(transformed_image.shape[2:]) != (size, size):
+            raise ValueError(f"transformed_image must be {size}x{size} for this model (SAM 2 resizes to a square)")
+        if max(transformed_image.shape[2:]) != size:
             raise ValueError(
-                f"the longest side of transformed_image must be {self.model.img_size}; resize it with "
+                f"the longest side of transformed_image must be {size}; resize it with "
                 "predictor.transform.apply_image"
             )
         self.reset_image()
-        features = self.model.image_encoder(self.model.preprocess(transformed_image.float()))
+        features, high_res = self.model.encode(self.model.preprocess(transformed_image.float()))
         self._state = ImageState(
-            features, tuple(int(v) for v in original_image_size[:2]), tuple(transformed_image.shape[-2:])
+            features, tuple(int(v) for v in original_image_size[:2]), tuple(transformed_image.shape[-2:]),
+            high_res=high_res,
         )
 
     @torch.inference_mode()
@@ -88,11 +117,20 @@ class Predictor(EmbeddedImage):
         for start in range(0, len(images), batch_size):
             prepared = [self._prepare(img, image_format) for img in images[start : start + batch_size]]
             batch = torch.cat([self.model.preprocess(t[None].float()) for t, _ in prepared])
-            features = self.model.image_encoder(batch)
-            for (t, original), feat in zip(prepared, features):
-                states.append(ImageState(feat[None], original, tuple(t.shape[-2:])))
+            features, high_res = self.model.encode(batch)
+            for i, ((t, original), feat) in enumerate(zip(prepared, features)):
+                levels = None if high_res is None else tuple(f[i : i + 1] for f in high_res)
+                states.append(ImageState(feat[None], original, tuple(t.shape[-2:]), high_res=levels))
         self._batch = states
         self._state = states[0]
+
+    @property
+    def image_batch(self) -> list[ImageState]:
+        """The embedded images of the last `set_image_batch`, in order."""
+        return list(self._batch)
+
+    def clear_image_batch(self) -> None:
+        self._batch = []
 
     def predict_batch(self, prompts: Sequence[dict[str, Any]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """One `predict` per image of the last `set_image_batch`: prompts[i] holds the keyword
@@ -125,8 +163,11 @@ class Predictor(EmbeddedImage):
             "img_size": str(self.model.img_size),
             "model_type": str(self.model.model_type),
         }
+        tensors = {"image_embedding": state.features}
+        for i, level in enumerate(state.high_res or ()):
+            tensors[f"high_res_{i}"] = level
         with atomic_path(path) as tmp:
-            save_file({"image_embedding": state.features.detach().cpu().contiguous()}, str(tmp), metadata=meta)
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
 
     def load_embedding(self, path: str | os.PathLike) -> None:
         """Set the current image from a file written by `save_embedding` (no encoder run)."""
@@ -139,6 +180,7 @@ class Predictor(EmbeddedImage):
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
                 features = f.get_tensor("image_embedding")
+                high_res = tuple(f.get_tensor(k) for k in sorted(k for k in f.keys() if k.startswith("high_res_")))
             original = tuple(json.loads(meta["original_size"]))
             input_size = tuple(json.loads(meta["input_size"]))
         except (SafetensorError, KeyError, OSError, ValueError) as exc:
@@ -154,7 +196,22 @@ class Predictor(EmbeddedImage):
         saved_type = meta.get("model_type")
         if saved_type not in (None, "None", str(self.model.model_type)) and self.model.model_type is not None:
             raise ValueError(f"embedding in {path} was made by {saved_type}, not {self.model.model_type}")
-        self._state = ImageState(features.to(self.device), original, input_size)
+        expected_levels = self._high_res_shapes()
+        if tuple(tuple(t.shape) for t in high_res) != expected_levels:
+            raise ValueError(
+                f"embedding in {path} has high-resolution levels {[tuple(t.shape) for t in high_res]}, but this "
+                f"model expects {list(expected_levels)}; embed the image again with this model"
+            )
+        self._state = ImageState(features.to(self.device), original, input_size,
+                                 high_res=tuple(t.to(self.device) for t in high_res) or None)
+
+    def _high_res_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Shapes of the extra feature levels this model's embeddings carry (SAM 2), else ()."""
+        decoder = self.model.mask_decoder
+        if not getattr(decoder, "use_high_res_features", False):
+            return ()
+        h, w = self.model.prompt_encoder.image_embedding_size
+        return (1, decoder.conv_s0.out_channels, 4 * h, 4 * w), (1, decoder.conv_s1.out_channels, 2 * h, 2 * w)
 
     # --- prompts ---------------------------------------------------------------------
     def predict_low_res(self, point_coords=None, point_labels=None, box=None, mask_input=None,
@@ -184,8 +241,8 @@ class Predictor(EmbeddedImage):
         if masks is not None:
             mask_t = torch.as_tensor(masks, device=dev).expand(n, -1, -1, -1)
         with torch.inference_mode():
-            low_res, iou = self._decode(state, pts, lab, box_t, mask_t, multimask_output)
-        return LowResAnswer(low_res, iou, state, batched)
+            low_res, iou, obj = self._decode(state, pts, lab, box_t, mask_t, multimask_output)
+        return LowResAnswer(low_res, iou, state, batched, obj)
 
     @torch.inference_mode()
     def predict_torch(
@@ -201,15 +258,17 @@ class Predictor(EmbeddedImage):
         point_coords (B, N, 2), point_labels (B, N), boxes (B, 4), mask_input (B, 1, 256, 256).
         Returns masks (B, C, H, W), IoU predictions (B, C) and low-res logits (B, C, 256, 256)."""
         state = self.image_state
-        low_res, iou = self._decode(state, point_coords, point_labels, boxes, mask_input, multimask_output)
-        masks = self.model.postprocess_masks(low_res, state.input_size, state.original_size)
+        low_res, iou, _ = self._decode(state, point_coords, point_labels, boxes, mask_input, multimask_output)
+        masks = self.model.postprocess_masks(self._cleaned(low_res), state.input_size, state.original_size)
         if not return_logits:
-            masks = masks > self.model.mask_threshold
+            masks = masks > self.mask_threshold
+        if self.low_res_limit is not None:
+            low_res = low_res.clamp(-self.low_res_limit, self.low_res_limit)
         return masks, iou, low_res
 
     @property
     def mask_threshold(self) -> float:
-        return self.model.mask_threshold
+        return self._mask_threshold
 
     @property
     def img_size(self) -> int:
@@ -227,8 +286,10 @@ class Predictor(EmbeddedImage):
 
     @property
     def settings(self) -> WeightsSettings:
-        """The settings chosen for the loaded weights (SAM's when they have none)."""
-        return self.model.weights_settings or SAM_SETTINGS
+        """The settings chosen for the loaded weights (SAM's, or SAM 2's, when they have none)."""
+        if self.model.weights_settings is not None:
+            return self.model.weights_settings
+        return SAM2_SETTINGS if self.model.family == "sam2" else SAM_SETTINGS
 
     def decode_points(self, state: ImageState, points: np.ndarray,
                       min_iou: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -242,7 +303,7 @@ class Predictor(EmbeddedImage):
         # transformer tensors are (4096, 256) floats; the upscaling goes a prompt at a time).
         parts = [
             self._decode(state, coords[i : i + _DECODE_CHUNK, None], labels[i : i + _DECODE_CHUNK, None], None, None,
-                         True, min_iou)
+                         True, min_iou)[:2]
             for i in range(0, len(points), _DECODE_CHUNK)
         ]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
@@ -259,7 +320,16 @@ class Predictor(EmbeddedImage):
             if state.decoder_prepared is None:
                 state.decoder_prepared = self.model.mask_decoder.prepare_image(state.features, image_pe, dense)
             prepared = state.decoder_prepared
-        return self.model.mask_decoder(state.features, image_pe, sparse, dense, multimask_output, prepared, min_iou)
+        return self.model.mask_decoder(state.features, image_pe, sparse, dense, multimask_output, prepared, min_iou,
+                                       high_res=state.high_res, object_scores=True)
+
+    def _cleaned(self, low_res: torch.Tensor) -> torch.Tensor:
+        """Low-res logits with small holes and specks removed, when the predictor was asked to."""
+        if self.max_hole_area <= 0 and self.max_sprinkle_area <= 0:
+            return low_res
+        cleaned = fill_holes_and_sprinkles(low_res.detach().float().cpu().numpy(), self.mask_threshold,
+                                           self.max_hole_area, self.max_sprinkle_area)
+        return torch.from_numpy(cleaned).to(low_res.device)
 
     def postprocess(self, low_res, state: ImageState, return_logits: bool = False) -> np.ndarray:
         """Low-res logits (B, M, 256, 256), a tensor or an array -> full-size masks (or logits) as
@@ -268,14 +338,14 @@ class Predictor(EmbeddedImage):
         if isinstance(low_res, torch.Tensor):
             if low_res.device.type != "cpu":
                 with torch.inference_mode():
-                    masks = self.model.postprocess_masks(low_res, state.input_size, state.original_size)
-                return (masks if return_logits else masks > self.model.mask_threshold).cpu().numpy()
+                    masks = self.model.postprocess_masks(self._cleaned(low_res), state.input_size, state.original_size)
+                return (masks if return_logits else masks > self.mask_threshold).cpu().numpy()
             low_res = low_res.detach().float().numpy()
+        low_res = np.asarray(low_res, dtype=np.float32)
+        if self.max_hole_area > 0 or self.max_sprinkle_area > 0:
+            low_res = fill_holes_and_sprinkles(low_res, self.mask_threshold, self.max_hole_area, self.max_sprinkle_area)
+        if self.model.square_input:  # SAM 2: one step from the low-res square to the original size
+            return original_frame_logits(low_res, state.original_size, self.mask_threshold, return_logits)
         return upscale_logits(
-            np.asarray(low_res, dtype=np.float32),
-            state.input_size,
-            state.original_size,
-            self.model.img_size,
-            self.model.mask_threshold,
-            return_logits,
+            low_res, state.input_size, state.original_size, self.model.img_size, self.mask_threshold, return_logits
         )

@@ -6,6 +6,13 @@ from promptseg.compat.utils.amg import rle_to_mask, batched_mask_to_box
 from promptseg.compat.utils.onnx import SamOnnxModel
 from promptseg.compat.modeling import Sam
 
+and of Meta's `sam2` (its image side):
+
+from promptseg.compat import build_sam2, SAM2ImagePredictor, SAM2AutomaticMaskGenerator
+from promptseg.compat.build_sam import build_sam2
+from promptseg.compat.sam2_image_predictor import SAM2ImagePredictor
+from promptseg.compat.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
 The module paths mirror the ones scripts import; promptseg's own code is behind them.
 """
 
@@ -16,6 +23,9 @@ from functools import partial
 from ..checkpoints import build_model
 from ..everything import MaskGenerator as SamAutomaticMaskGenerator
 from ..predict import Predictor as SamPredictor
+from .automatic_mask_generator import SAM2AutomaticMaskGenerator
+from .build_sam import build_sam2, build_sam2_hf
+from .sam2_image_predictor import SAM2ImagePredictor
 from .utils.transforms import ResizeLongestSide
 
 
@@ -35,4 +45,14 @@ sam_model_registry = {
     "vit_b": build_sam_vit_b,
 }
 
-__all__ = ["ResizeLongestSide", "SamAutomaticMaskGenerator", "SamPredictor", "build_sam", "sam_model_registry"]
+__all__ = [
+    "ResizeLongestSide",
+    "SAM2AutomaticMaskGenerator",
+    "SAM2ImagePredictor",
+    "SamAutomaticMaskGenerator",
+    "SamPredictor",
+    "build_sam",
+    "build_sam2",
+    "build_sam2_hf",
+    "sam_model_registry",
+]

@@ -104,3 +104,15 @@ def vit_b_pair(vit_b_checkpoint):
     ref = sam_model_registry["vit_b"](checkpoint=str(vit_b_checkpoint)).eval()
     ours = build_model(checkpoint=vit_b_checkpoint)
     return ref, ours
+
+
+@pytest.fixture(scope="session")
+def sam2_t_checkpoint(tmp_path_factory):
+    """A random SAM 2.1 Hiera-T state dict as Meta's package builds it (video parts included),
+    and the file it is saved to as Meta's `.pt` files are ({"model": ...})."""
+    from sam2.build_sam import build_sam2
+
+    sd = randomize_(build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", None, device="cpu"), seed=7).state_dict()
+    path = tmp_path_factory.mktemp("meta") / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": sd}, path)
+    return sd, path

@@ -7,23 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import randomize_
 from promptseg import build_model, checkpoints
 from promptseg.checkpoints import expected_shapes
 from promptseg.weights import REGISTRY
 from server_helpers import FileServer
 
 
-@pytest.fixture(scope="module")
-def meta_t(tmp_path_factory):
-    """A random SAM 2.1 Hiera-T state dict as Meta's package builds it (video parts included),
-    and the same saved as Meta's `.pt` files are ({"model": ...})."""
-    from sam2.build_sam import build_sam2
-
-    sd = randomize_(build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", None, device="cpu"), seed=7).state_dict()
-    path = tmp_path_factory.mktemp("meta") / "sam2.1_hiera_tiny.pt"
-    torch.save({"model": sd}, path)
-    return sd, path
+@pytest.fixture
+def meta_t(sam2_t_checkpoint):
+    return sam2_t_checkpoint
 
 
 def test_meta_checkpoint_loads_with_one_line_about_video_parts(meta_t, capfd):

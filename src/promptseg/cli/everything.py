@@ -41,6 +41,10 @@ def everything(
     crop_overlap_ratio: float = typer.Option(512 / 1500, help="Overlap of neighbouring crops."),
     crop_n_points_downscale_factor: int = typer.Option(1, help="Grid thinning per crop layer."),
     min_mask_region_area: int = typer.Option(0, help="Remove holes and islands smaller than this (pixels)."),
+    multimask_output: bool = typer.Option(True, "--multimask/--single-mask",
+                                          help="Three candidate masks per click, or one (SAM 2's option)."),
+    use_m2m: bool = typer.Option(False, "--m2m", help="Refine each candidate once with its own mask as input "
+                                 "(SAM 2's use_m2m)."),
     backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
     onnx_dir: Path | None = typer.Option(None, "--onnx-dir", help="Folder written by `promptseg export`."),
     flip: bool = typer.Option(False, "--flip", help=FLIP_HELP),
@@ -81,6 +85,8 @@ def everything(
             crop_n_points_downscale_factor=crop_n_points_downscale_factor,
             min_mask_region_area=min_mask_region_area,
             output_mode="coco_rle",
+            multimask_output=multimask_output,
+            use_m2m=use_m2m,
         )
     summary = everything_job(generator, paths, output, fmt, overlays, quiet)
     failures = [(m, "no such file, or the pattern matched nothing") for m in missing] + summary.failures

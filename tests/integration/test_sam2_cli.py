@@ -1,0 +1,52 @@
+"""SAM 2 checkpoints through the `promptseg` command, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import agreement, run
+from promptseg import read_image, sample_image_path
+
+
+def test_segment_with_a_meta_sam2_checkpoint_gives_the_references_mask(tmp_path, sam2_t_checkpoint):
+    from sam2.build_sam import build_sam2
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    path = sam2_t_checkpoint[1]
+    image = sample_image_path("coffee.png")
+    out = run("segment", image, "--point", "300,200", "--point", "120,80,0", "--checkpoint", path,
+              "--refine", "none", "-o", tmp_path / "m.png", "--json")
+    assert out.returncode == 0, out.stderr
+    assert "skipped 160 weights of SAM 2's video model" in out.stderr
+    ours = np.array(Image.open(tmp_path / "m.png")) > 0
+    ref = SAM2ImagePredictor(build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", str(path), device="cpu"))
+    ref.set_image(read_image(image))
+    # two clicks ask for one mask: SAM 2's single-mask answer (with its fallback)
+    masks, scores, _ = ref.predict(np.array([[300.0, 200.0], [120.0, 80.0]]), np.array([1, 0]),
+                                   multimask_output=False)
+    assert agreement(ours, masks[0].astype(bool)) >= 0.9999
+    summary = json.loads(out.stdout)
+    assert summary["model"] == "sam2.1_hiera_t"
+    assert summary["masks"][0]["score"] == pytest.approx(float(scores[0]), abs=1e-4)
+
+
+def test_everything_with_sam2_options(tmp_path, sam2_t_checkpoint):
+    from promptseg import build_model
+    from promptseg.everything import MaskGenerator
+
+    path = sam2_t_checkpoint[1]
+    image = sample_image_path("coffee.png")
+    args = ("--points-per-side", 4, "--pred-iou-thresh", 0, "--stability-score-thresh", 0, "--box-nms-thresh", 1)
+    out = run("everything", image, "--checkpoint", path, "-o", tmp_path / "out", "--m2m", "--single-mask",
+              "--no-overlay", "-q", *args)
+    assert out.returncode == 0, out.stderr
+    records = json.loads((tmp_path / "out" / "coffee.json").read_text())["annotations"]
+    expected = MaskGenerator(build_model(checkpoint=path), points_per_side=4, pred_iou_thresh=0,
+                             stability_score_thresh=0, box_nms_thresh=1, use_m2m=True,
+                             multimask_output=False).generate(read_image(image))
+    assert len(records) == len(expected) == 16  # one mask per click, none filtered
+    assert sorted(r["area"] for r in records) == sorted(r["area"] for r in expected)

@@ -73,7 +73,8 @@ class Predictor(EmbeddedImage):
         if self.model.square_input:  # SAM 2: [0, 1] floats resized (antialiased) to the square
             size = self.model.img_size
             check_image_shape(arr.shape[0], arr.shape[1])
-            x = torch.from_numpy(arr).to(self.device).permute(2, 0, 1)[None].float().div(255)
+            x = torch.from_numpy(np.ascontiguousarray(arr) if arr.flags.writeable else arr.copy())
+            x = x.to(self.device).permute(2, 0, 1)[None].float().div(255)
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
             return x[0], (arr.shape[0], arr.shape[1])
         resized = self.transform.apply_image(arr)

@@ -58,6 +58,14 @@ def _dummy_decoder_inputs(sam: Sam) -> tuple[torch.Tensor, ...]:
 
 
 @torch.no_grad()
+def check_exportable(sam: Sam) -> None:
+    """ValueError for a model the ONNX graphs do not cover yet (SAM 2's, whose decoder also reads
+    the encoder's high-resolution levels)."""
+    if sam.family != "sam":
+        raise ValueError(f"ONNX export of SAM 2 models ({sam.model_type or sam.family}) is not available yet; "
+                         "use the torch backend")
+
+
 def export_model(
     sam: Sam,
     out_dir: str | Path,
@@ -67,6 +75,7 @@ def export_model(
 ) -> dict[str, Path]:
     """Write encoder.onnx and decoder.onnx into `out_dir` (and encoder.int8.onnx /
     decoder.int8.onnx with quantize="int8"). Returns the paths written by name."""
+    check_exportable(sam)
     if quantize not in (None, *QUANTIZE_MODES):
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)} (or none), got {quantize!r}")
     _check_opset(opset)
@@ -100,6 +109,7 @@ def export_model(
 def export_decoder(sam: Sam, path: str | Path, opset: int = DEFAULT_OPSET, return_single_mask: bool = False) -> Path:
     """Write the prompt encoder and mask decoder alone as one ONNX file (what a browser or any
     client holding a served embedding needs); returns its path."""
+    check_exportable(sam)
     _check_opset(opset)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

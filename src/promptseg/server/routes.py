@@ -68,7 +68,7 @@ def models(svc: Service) -> list[dict]:
         "generator_defaults": settings.generator_defaults,
         "refine": settings.refine,
         "mask_threshold": float(model.mask_threshold),
-        "browser_decoding": svc.settings.web_runtime is not None and not svc.settings.flip,
+        "browser_decoding": svc.settings.web_runtime is not None and not svc.settings.flip and model.family == "sam",
         "flip": svc.settings.flip,
         "default": True,
     }]

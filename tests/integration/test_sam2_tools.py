@@ -1,4 +1,4 @@
-"""SAM 2 checkpoints through the `promptseg` command, as a user runs it."""
+"""SAM 2 checkpoints through the `promptseg` command and the server, as a user runs them."""
 
 from __future__ import annotations
 
@@ -50,3 +50,40 @@ def test_everything_with_sam2_options(tmp_path, sam2_t_checkpoint):
                              multimask_output=False).generate(read_image(image))
     assert len(records) == len(expected) == 16  # one mask per click, none filtered
     assert sorted(r["area"] for r in records) == sorted(r["area"] for r in expected)
+
+
+def test_export_says_sam2_is_not_exported_yet(tmp_path, sam2_t_checkpoint):
+    out = run("export", "--checkpoint", sam2_t_checkpoint[1], "-o", tmp_path / "onnx")
+    assert out.returncode != 0
+    assert "ONNX export of SAM 2 models (sam2.1_hiera_t) is not available yet" in out.stderr
+    assert out.stderr.count("error:") == 1
+
+
+def test_server_answers_with_a_sam2_model(sam2_t_checkpoint):
+    import httpx
+
+    from promptseg import Predictor, build_model
+    from promptseg.masks import decode_coco_rle
+    from server_helpers import running_server
+
+    path = sam2_t_checkpoint[1]
+    image = sample_image_path("coffee.png")
+    predictor = Predictor(build_model(checkpoint=path))
+    predictor.set_image(image)
+    with running_server("--checkpoint", str(path), "--web-runtime", "off") as (url, _), \
+            httpx.Client(base_url=url, timeout=120) as client:
+        model = client.get("/v1/models").json()[0]
+        assert model["name"] == "sam2.1_hiera_t" and model["browser_decoding"] is False
+        assert model["generator_defaults"] == {"pred_iou_thresh": 0.8, "stability_score_thresh": 0.95}
+        with open(image, "rb") as f:
+            image_id = client.post("/v1/images", files={"file": ("coffee.png", f, "image/png")}).json()["id"]
+        req = {"point_coords": [[300, 200], [120, 80]], "point_labels": [1, 0], "refine": "none"}
+        body = client.post(f"/v1/images/{image_id}/segment", json=req).json()
+        masks, scores, _ = predictor.predict(np.array(req["point_coords"]), np.array(req["point_labels"]))
+        np.testing.assert_allclose(body["scores"], scores, rtol=1e-5, atol=1e-6)
+        for rle, mask in zip(body["masks"], masks):
+            assert agreement(decode_coco_rle(rle), mask) >= 0.9999
+        everything = client.post(f"/v1/images/{image_id}/everything", json={"points_per_side": 4})
+        assert everything.status_code == 200, everything.text
+        res = client.get("/v1/decoder.onnx")
+        assert res.status_code == 404 and "no ONNX decoder yet" in res.text

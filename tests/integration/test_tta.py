@@ -18,6 +18,7 @@ from promptseg.eval.methods import SamMethod
 from promptseg.eval.protocols import evaluate_instance
 from promptseg.predict.flip import FlipPredictor, mirror_low_res
 from promptseg.refine import zoom_refine
+from promptseg.transforms import preprocess_shape
 
 
 @pytest.fixture(scope="module")
@@ -34,18 +35,18 @@ def test_mirror_low_res_is_the_mirror_in_the_padded_frame():
     rng = np.random.default_rng(0)
     low = rng.normal(size=(2, 1, 64, 64)).astype(np.float32)
     # a square or wide image spans the model's square from left to right: a plain left-right flip
-    assert np.array_equal(mirror_low_res(low, (300, 300), 256), low[..., ::-1])
-    assert np.array_equal(mirror_low_res(low, (500, 1000), 256), low[..., ::-1])
+    assert np.array_equal(mirror_low_res(low, preprocess_shape(300, 300, 256), 256), low[..., ::-1])
+    assert np.array_equal(mirror_low_res(low, preprocess_shape(500, 1000, 256), 256), low[..., ::-1])
     # a tall image fills the left 32 columns: those are mirrored, the padding's are left alone
-    tall = mirror_low_res(low, (1000, 500), 256)
+    tall = mirror_low_res(low, preprocess_shape(1000, 500, 256), 256)
     assert np.array_equal(tall[..., :32], low[..., :32][..., ::-1]) and np.array_equal(tall[..., 32:], low[..., 32:])
     # 510 px wide -> 131 of 256 input columns, 32.75 low-res ones: interpolated, and undone by a second mirror
     smooth = np.tile(np.linspace(-5, 5, 64, dtype=np.float32), (64, 1))[None]
-    odd = mirror_low_res(smooth, (1000, 510), 256)
+    odd = mirror_low_res(smooth, preprocess_shape(1000, 510, 256), 256)
     assert np.array_equal(odd[..., 33:], smooth[..., 33:])
     step = float(smooth[0, 0, 1] - smooth[0, 0, 0])
     assert np.allclose(odd[0, 0, :32], smooth[0, 0, 0] + step * (31.75 - np.arange(32)), atol=1e-4)
-    assert np.abs(mirror_low_res(odd, (1000, 510), 256) - smooth)[..., 1:32].max() < 1e-4  # column 0 meets the edge
+    assert np.abs(mirror_low_res(odd, preprocess_shape(1000, 510, 256), 256) - smooth)[..., 1:32].max() < 1e-4  # column 0 meets the edge
 
 
 def test_answer_is_the_mean_of_the_image_and_its_mirror(predictor, photo):
@@ -178,7 +179,7 @@ def test_everything_mode_with_flip(tmp_path, predictor, photo):
     mirrored.set_image(np.ascontiguousarray(photo[:, ::-1]))
     m_low, m_iou = (a.detach().numpy() for a in mirrored.decode_points(mirrored.image_state, np.c_[w - 1 - points[:, 0], points[:, 1]]))
     assert np.allclose(iou, (plain_iou + m_iou) / 2, atol=1e-5)
-    assert np.allclose(low, (plain_low + mirror_low_res(m_low, photo.shape[:2], predictor.img_size)) / 2, atol=1e-4)
+    assert np.allclose(low, (plain_low + mirror_low_res(m_low, preprocess_shape(*photo.shape[:2], predictor.img_size), predictor.img_size)) / 2, atol=1e-4)
     out = run("everything", sample_image_path("coffee.png"), "--flip", "-o", tmp_path / "ev", "--points-per-side", "8",
               "--no-overlay", "--quiet")
     assert out.returncode == 0, out.stderr

@@ -55,7 +55,9 @@ def test_default_thresholds_match(generators, photo):
 
 
 def test_crops_and_small_region_removal_match(generators, photo):
+    # a 4x4 grid: five crops of it cost the reference as much as the 8x8 grid on the image twice
     ref, ours = generators(
+        points_per_side=4,
         pred_iou_thresh=0.0,
         stability_score_thresh=0.0,
         box_nms_thresh=1.0,
@@ -67,7 +69,7 @@ def test_crops_and_small_region_removal_match(generators, photo):
     # Random weights give masks that fill their crop, so the four crops' masks touch interior
     # crop edges and are dropped (as the reference does); the whole-image masks remain, now
     # cleaned of small holes and islands.
-    assert len(r) >= 3 * GRID * GRID
+    assert len(r) >= 3 * 4 * 4
     assert {tuple(x["crop_box"]) for x in o} == {tuple(x["crop_box"]) for x in r}
     assert_records_match(r, o)
 

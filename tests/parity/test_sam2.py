@@ -190,17 +190,18 @@ def generator_models(tmp_path_factory):
 @pytest.mark.parametrize("options", [{}, {"use_m2m": True}, {"multimask_output": False}],
                          ids=["defaults", "use_m2m", "single mask"])
 def test_automatic_mask_generator_matches(generator_models, photo, options):
-    """SAM 2's generator with its default thresholds on a 6x6 grid (the reference brings every
-    candidate to full size, so a larger grid costs minutes). Box NMS is off: these random masks'
+    """SAM 2's generator with its default thresholds on a 6x6 grid, 4x4 with options (the
+    reference brings every candidate to full size, so a larger grid costs minutes). Box NMS is off: these random masks'
     boxes all span the image, and NMS would keep one; promptseg's NMS is the one SAM 1's parity
     tests check."""
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator as Reference
 
     from promptseg.compat import SAM2AutomaticMaskGenerator
 
-    kwargs = dict(points_per_side=6, output_mode="uncompressed_rle", box_nms_thresh=1.0, **options)
+    side = 6 if not options else 4  # the options' runs cost the reference more: a smaller grid
+    kwargs = dict(points_per_side=side, output_mode="uncompressed_rle", box_nms_thresh=1.0, **options)
     ref = Reference(generator_models[0], **kwargs).generate(photo)
     ours = SAM2AutomaticMaskGenerator(generator_models[1], **kwargs).generate(photo)
-    candidates = 36 * (1 if options.get("multimask_output") is False else 3)
+    candidates = side * side * (1 if options.get("multimask_output") is False else 3)
     assert 0 < len(ref) < candidates  # the filters kept some and dropped some
     assert_records_match(ref, ours, stability_thresh=0.95)

@@ -139,8 +139,9 @@ def main() -> None:
     print("\n| model | embedding ours / ref (s) | x | one click ours / ref (ms) | x | generator ours / ref (s) | x |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        def med(k, side):
+        def med(k, side, r=r):
             return statistics.median(r[k][side])
+
         print(f"| {r['model']} | {med('embed', 'ours'):.2f} / {med('embed', 'reference'):.2f} | {r['embed_ratio']:.2f} "
               f"| {med('click', 'ours'):.0f} / {med('click', 'reference'):.0f} | {r['click_ratio']:.2f} "
               f"| {med('generator', 'ours'):.1f} / {med('generator', 'reference'):.1f} | {r['generator_ratio']:.2f} |")

@@ -39,7 +39,10 @@ class Sam2(Sam):
         decoder's `conv_s0` / `conv_s1`."""
         s0, s1, top = self.image_encoder(x)
         decoder = self.mask_decoder
-        return top + self.no_mem_embed.view(1, -1, 1, 1), (decoder.conv_s0(s0), decoder.conv_s1(s1))
+        # channels last: the decoder's upscaling reads these a pixel row (all channels) at a time
+        high_res = tuple(f.contiguous(memory_format=torch.channels_last) for f in (decoder.conv_s0(s0),
+                                                                                    decoder.conv_s1(s1)))
+        return top + self.no_mem_embed.view(1, -1, 1, 1), high_res
 
     def postprocess_masks(self, masks: torch.Tensor, input_size, original_size) -> torch.Tensor:
         """Low-res logits (B, M, h, w) -> (B, M, H, W) at `original_size`, one bilinear step."""

@@ -203,8 +203,8 @@ class Predictor(EmbeddedImage):
                 f"embedding in {path} has high-resolution levels {[tuple(t.shape) for t in high_res]}, but this "
                 f"model expects {list(expected_levels)}; embed the image again with this model"
             )
-        self._state = ImageState(features.to(self.device), original, input_size,
-                                 high_res=tuple(t.to(self.device) for t in high_res) or None)
+        levels = tuple(t.to(self.device).contiguous(memory_format=torch.channels_last) for t in high_res)
+        self._state = ImageState(features.to(self.device), original, input_size, high_res=levels or None)
 
     def _high_res_shapes(self) -> tuple[tuple[int, ...], ...]:
         """Shapes of the extra feature levels this model's embeddings carry (SAM 2), else ()."""

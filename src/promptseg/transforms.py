@@ -73,6 +73,33 @@ class ResizeSquare:
         return self.apply_coords(np.asarray(boxes).reshape(-1, 2, 2), original_size).reshape(-1, 4)
 
 
+def _triangle_weights(in_size: int, out_size: int) -> np.ndarray:
+    """(out_size, in_size) weights of an antialiased bilinear resize along one axis: a triangle
+    filter widened by the downscaling factor, normalised over the input samples it covers (the
+    filter torch's `interpolate(..., antialias=True)` and PIL's bilinear resampling use)."""
+    scale = in_size / out_size
+    support = max(scale, 1.0)
+    inv = 1.0 / max(scale, 1.0)
+    centres = scale * (np.arange(out_size) + 0.5)
+    first = np.maximum((centres - support + 0.5).astype(np.int64), 0)
+    last = np.minimum((centres + support + 0.5).astype(np.int64), in_size)
+    j = np.arange(in_size)
+    w = np.clip(1.0 - np.abs((j[None, :] - centres[:, None] + 0.5) * inv), 0.0, None)
+    w[(j[None, :] < first[:, None]) | (j[None, :] >= last[:, None])] = 0.0
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """SAM 2's input without torch: an (H, W, 3) image resized to (size, size, 3) float32 with
+    antialiased bilinear filtering, values kept in the image's range (torch's
+    `interpolate(..., mode="bilinear", antialias=True)` to within float rounding)."""
+    check_image_shape(image.shape[0], image.shape[1])
+    wy = _triangle_weights(image.shape[0], size).astype(np.float32)
+    wx = _triangle_weights(image.shape[1], size).astype(np.float32)
+    img = np.asarray(image, dtype=np.float32)
+    return np.stack([wy @ img[..., c] @ wx.T for c in range(img.shape[2])], axis=-1)
+
+
 def fill_holes_and_sprinkles(low_res: np.ndarray, threshold: float = 0.0, max_hole_area: float = 0.0,
                              max_sprinkle_area: float = 0.0) -> np.ndarray:
     """SAM 2's clean-up of low-res logits (B, M, h, w), before they are brought to full size:

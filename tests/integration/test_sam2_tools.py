@@ -52,13 +52,6 @@ def test_everything_with_sam2_options(tmp_path, sam2_t_checkpoint):
     assert sorted(r["area"] for r in records) == sorted(r["area"] for r in expected)
 
 
-def test_export_says_sam2_is_not_exported_yet(tmp_path, sam2_t_checkpoint):
-    out = run("export", "--checkpoint", sam2_t_checkpoint[1], "-o", tmp_path / "onnx")
-    assert out.returncode != 0
-    assert "ONNX export of SAM 2 models (sam2.1_hiera_t) is not available yet" in out.stderr
-    assert out.stderr.count("error:") == 1
-
-
 def test_server_answers_with_a_sam2_model(sam2_t_checkpoint):
     import httpx
 
@@ -85,5 +78,25 @@ def test_server_answers_with_a_sam2_model(sam2_t_checkpoint):
             assert agreement(decode_coco_rle(rle), mask) >= 0.9999
         everything = client.post(f"/v1/images/{image_id}/everything", json={"points_per_side": 4})
         assert everything.status_code == 200, everything.text
+        # a client that decodes itself: decoder.onnx and the three embedding levels it reads
+        assert model["embedding_levels"] == ["image_embeddings", "high_res_feats_0", "high_res_feats_1"]
         res = client.get("/v1/decoder.onnx")
-        assert res.status_code == 404 and "no ONNX decoder yet" in res.text
+        assert res.status_code == 200, res.text
+        feeds = {}
+        for level in model["embedding_levels"]:
+            got = client.get(f"/v1/images/{image_id}/embedding", params={"level": level, "format": "raw"})
+            assert got.status_code == 200, got.text
+            shape = [int(v) for v in got.headers["x-embedding-shape"].split(",")]
+            feeds[level] = np.frombuffer(got.content, "<f4").reshape(shape)
+        assert [f.shape for f in feeds.values()] == [(1, 256, 64, 64), (1, 32, 256, 256), (1, 64, 128, 128)]
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(res.content, providers=["CPUExecutionProvider"])
+        h, w = predictor.original_size
+        points = predictor.transform.apply_coords(np.array(req["point_coords"], float), (h, w))
+        feeds.update(point_coords=np.concatenate([points, [[0, 0]]])[None].astype(np.float32),
+                     point_labels=np.array([[1, 0, -1]], np.float32), mask_input=np.zeros((1, 1, 256, 256), np.float32),
+                     has_mask_input=np.zeros(1, np.float32), orig_im_size=np.array([h, w], np.float32))
+        client_masks, client_iou = session.run(["masks", "iou_predictions"], feeds)
+        np.testing.assert_allclose(client_iou[0, 1:], scores, rtol=1e-4, atol=1e-5)
+        assert agreement(client_masks[0, 1:] > 0, masks) >= 0.9999

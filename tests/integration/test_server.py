@@ -161,6 +161,8 @@ def test_everything_and_embedding(client, coffee_id, predictor):
     raw = client.get(f"/v1/images/{coffee_id}/embedding", params={"format": "raw"})
     assert raw.headers["x-embedding-shape"] == "1,256,16,16" and raw.headers["x-original-size"] == "400,600"
     np.testing.assert_array_equal(np.frombuffer(raw.content, "<f4").reshape(arr.shape), arr)
+    other = client.get(f"/v1/images/{coffee_id}/embedding", params={"level": "high_res_feats_0"})
+    assert other.status_code == 422 and "SAM 2's models only" in other.json()["detail"]
 
 
 BAD_SEGMENTS = [

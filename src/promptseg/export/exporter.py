@@ -10,7 +10,19 @@ import torch
 
 from ..model import Sam
 from ..weights import SETTINGS_KEY
-from .graphs import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, DecoderGraph, EncoderGraph
+from .graphs import (
+    DECODER_INPUTS,
+    DECODER_OUTPUTS,
+    ENCODER_INPUTS,
+    ENCODER_OUTPUTS,
+    SAM2_DECODER_INPUTS,
+    SAM2_DECODER_OUTPUTS,
+    SAM2_ENCODER_OUTPUTS,
+    DecoderGraph,
+    EncoderGraph,
+    Sam2DecoderGraph,
+    Sam2EncoderGraph,
+)
 
 DEFAULT_OPSET = 17
 QUANTIZE_MODES = ("int8",)
@@ -30,7 +42,27 @@ def model_metadata(sam: Sam) -> dict[str, str]:
         "embedding_shape": f"{sam.prompt_encoder.embed_dim},{g[0]},{g[1]}",
         "mask_threshold": str(float(sam.mask_threshold)),
         "image_format": sam.image_format,
+        "family": sam.family,
+        **_sam2_metadata(sam),
     }
+
+
+def _sam2_metadata(sam: Sam) -> dict[str, str]:
+    """SAM 2's extras: the clamp of returned low-res logits, the single-mask fallback's
+    (delta, threshold) and the high-res levels' shapes."""
+    if sam.family != "sam2":
+        return {}
+    decoder = sam.mask_decoder
+    g = sam.prompt_encoder.image_embedding_size
+    meta = {
+        "low_res_limit": str(float(sam.low_res_limit)),
+        "high_res_shapes": ";".join(
+            f"{c},{f * g[0]},{f * g[1]}" for c, f in ((decoder.conv_s0.out_channels, 4), (decoder.conv_s1.out_channels, 2))
+        ),
+    }
+    if decoder.dynamic_multimask is not None:
+        meta["dynamic_multimask"] = ",".join(str(float(v)) for v in decoder.dynamic_multimask)
+    return meta
 
 
 def _set_metadata(path: Path, meta: dict[str, str]) -> None:
@@ -47,23 +79,20 @@ def _dummy_decoder_inputs(sam: Sam) -> tuple[torch.Tensor, ...]:
     c, (gh, gw) = sam.prompt_encoder.embed_dim, sam.prompt_encoder.image_embedding_size
     mh, mw = sam.prompt_encoder.mask_input_size
     gen = torch.Generator().manual_seed(0)
+    high_res = ()
+    if sam.family == "sam2":
+        decoder = sam.mask_decoder
+        high_res = (torch.randn(1, decoder.conv_s0.out_channels, 4 * gh, 4 * gw, generator=gen),
+                    torch.randn(1, decoder.conv_s1.out_channels, 2 * gh, 2 * gw, generator=gen))
     return (
         torch.randn(1, c, gh, gw, generator=gen),
+        *high_res,
         torch.randint(0, sam.img_size, (1, 3, 2), generator=gen).float(),
         torch.tensor([[1.0, 0.0, 1.0]]),
         torch.randn(1, 1, mh, mw, generator=gen),
         torch.tensor([1.0]),
         torch.tensor([1500.0, 1000.0]),
     )
-
-
-@torch.no_grad()
-def check_exportable(sam: Sam) -> None:
-    """ValueError for a model the ONNX graphs do not cover yet (SAM 2's, whose decoder also reads
-    the encoder's high-resolution levels)."""
-    if sam.family != "sam":
-        raise ValueError(f"ONNX export of SAM 2 models ({sam.model_type or sam.family}) is not available yet; "
-                         "use the torch backend")
 
 
 def export_model(
@@ -75,7 +104,6 @@ def export_model(
 ) -> dict[str, Path]:
     """Write encoder.onnx and decoder.onnx into `out_dir` (and encoder.int8.onnx /
     decoder.int8.onnx with quantize="int8"). Returns the paths written by name."""
-    check_exportable(sam)
     if quantize not in (None, *QUANTIZE_MODES):
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)} (or none), got {quantize!r}")
     _check_opset(opset)
@@ -85,15 +113,17 @@ def export_model(
     meta = model_metadata(sam)
     paths = {"encoder": out / "encoder.onnx", "decoder": out / "decoder.onnx"}
     s = sam.img_size
+    sam2 = sam.family == "sam2"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on shape arithmetic and the legacy exporter
         torch.onnx.export(
-            EncoderGraph(sam),
-            (torch.randint(0, 256, (s, s * 2 // 3, 3)).float(),),
+            Sam2EncoderGraph(sam) if sam2 else EncoderGraph(sam),
+            (torch.randint(0, 256, (s, s if sam2 else s * 2 // 3, 3)).float(),),
             str(paths["encoder"]),
             input_names=list(ENCODER_INPUTS),
-            output_names=list(ENCODER_OUTPUTS),
-            dynamic_axes={"input_image": {0: "image_height", 1: "image_width"}},
+            output_names=list(SAM2_ENCODER_OUTPUTS if sam2 else ENCODER_OUTPUTS),
+            # SAM 2's input is always the square; SAM's keeps the image's aspect
+            dynamic_axes={} if sam2 else {"input_image": {0: "image_height", 1: "image_width"}},
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,
@@ -109,20 +139,22 @@ def export_model(
 def export_decoder(sam: Sam, path: str | Path, opset: int = DEFAULT_OPSET, return_single_mask: bool = False) -> Path:
     """Write the prompt encoder and mask decoder alone as one ONNX file (what a browser or any
     client holding a served embedding needs); returns its path."""
-    check_exportable(sam)
     _check_opset(opset)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sam = _cpu_float(sam)
+    sam2 = sam.family == "sam2"
+    per_prompt = {"object_score_logits": {0: "num_prompts"}} if sam2 else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            DecoderGraph(sam, return_single_mask=return_single_mask),
+            (Sam2DecoderGraph if sam2 else DecoderGraph)(sam, return_single_mask=return_single_mask),
             _dummy_decoder_inputs(sam),
             str(path),
-            input_names=list(DECODER_INPUTS),
-            output_names=list(DECODER_OUTPUTS),
+            input_names=list(SAM2_DECODER_INPUTS if sam2 else DECODER_INPUTS),
+            output_names=list(SAM2_DECODER_OUTPUTS if sam2 else DECODER_OUTPUTS),
             dynamic_axes={
+                **per_prompt,
                 "point_coords": {0: "num_prompts", 1: "num_points"},
                 "point_labels": {0: "num_prompts", 1: "num_points"},
                 "mask_input": {0: "num_masks"},

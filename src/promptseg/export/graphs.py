@@ -1,6 +1,10 @@
 """The model rearranged for ONNX export: an encoder graph from the resized image to the
 embedding, and a decoder graph from the embedding and prompts to full-size mask logits.
 
+SAM 2's graphs (`Sam2EncoderGraph`, `Sam2DecoderGraph`) also carry the encoder's two
+high-resolution levels, `high_res_feats_0` (4x) and `high_res_feats_1` (8x), from the one to the
+other, and the decoder adds the object-score logits to its outputs.
+
 The decoder's inputs and outputs are those of Meta's SAM export, so clients written for it work
 unchanged: prompts are points in the model's input frame with labels 1 foreground, 0
 background, -1 padding, and 2 / 3 for a box's top-left / bottom-right corners.
@@ -9,6 +13,7 @@ background, -1 padding, and 2 / 3 for a box's top-left / bottom-right corners.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..model import Sam
@@ -19,6 +24,10 @@ ENCODER_INPUTS = ("input_image",)
 ENCODER_OUTPUTS = ("image_embeddings",)
 DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size")
 DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
+HIGH_RES_NAMES = ("high_res_feats_0", "high_res_feats_1")
+SAM2_ENCODER_OUTPUTS = (*ENCODER_OUTPUTS, *HIGH_RES_NAMES)
+SAM2_DECODER_INPUTS = (DECODER_INPUTS[0], *HIGH_RES_NAMES, *DECODER_INPUTS[1:])
+SAM2_DECODER_OUTPUTS = (*DECODER_OUTPUTS, "object_score_logits")
 
 
 class EncoderGraph(nn.Module):
@@ -98,3 +107,56 @@ class DecoderGraph(nn.Module):
         input_hw = torch.floor(hw * (size / hw.max()) + 0.5).to(torch.int64)
         orig = orig_im_size.to(torch.int64)
         return full_size_logits(low_res, (input_hw[0], input_hw[1]), (orig[0], orig[1]), size)
+
+
+class Sam2EncoderGraph(nn.Module):
+    """input_image (S, S, 3) float RGB in 0..255, already resized to the square input (with
+    `promptseg.transforms.resize_square`) -> the embedding (1, C, g, g) with the no-memory
+    embedding added, and the 4x and 8x levels after `conv_s0` / `conv_s1`."""
+
+    def __init__(self, sam: Sam) -> None:
+        super().__init__()
+        self.sam = sam
+
+    def forward(self, input_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = input_image.permute(2, 0, 1).unsqueeze(0) / 255.0
+        features, (s0, s1) = self.sam.encode(self.sam.preprocess(x))
+        return features, s0, s1
+
+
+class Sam2DecoderGraph(DecoderGraph):
+    """`DecoderGraph` for SAM 2: the high-res levels follow the embedding among the inputs,
+    points are in the square input frame (each axis scaled by its own factor; SAM 2 puts a box's
+    corners first and always ends with a padding point), the full-size logits are one bilinear
+    step from the low-res ones, and `object_score_logits` (B, 1) follows the outputs. With
+    `return_single_mask`, the single-mask token's answer unless its logits are unstable, then
+    the best candidate (SAM 2's dynamic fallback)."""
+
+    def forward(self, image_embeddings, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input,
+                has_mask_input, orig_im_size):
+        labels = point_labels.float()
+        sparse = self.sparse_embedding(point_coords, labels)
+        dense = self.dense_embedding(point_coords, labels, mask_input, has_mask_input)
+        low_res, iou, obj = self.sam.mask_decoder.predict_masks(
+            image_embeddings, self.image_pe, sparse, dense, high_res=(high_res_feats_0, high_res_feats_1),
+            object_scores=True,
+        )
+        if self.return_single_mask:
+            low_res, iou = self.dynamic_single_mask(low_res, iou, *self.sam.mask_decoder.dynamic_multimask)
+        size = orig_im_size.to(torch.int64)
+        masks = F.interpolate(low_res, size=(size[0], size[1]), mode="bilinear", align_corners=False)
+        return masks, iou, low_res, obj
+
+    @staticmethod
+    def dynamic_single_mask(low_res: torch.Tensor, iou: torch.Tensor, delta: float,
+                            threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """All four tokens' logits (B, 4, h, w) and IoU (B, 4) -> one mask per prompt."""
+        single = low_res[:, 0].flatten(1)
+        inner = (single > delta).sum(dim=1).float()
+        outer = (single > -delta).sum(dim=1).float()
+        stable = torch.where(outer > 0, inner / outer.clamp(min=1.0), torch.ones_like(outer)) >= threshold
+        rows = torch.arange(iou.shape[0], device=iou.device)
+        best = torch.argmax(iou[:, 1:], dim=1) + 1
+        mask = torch.where(stable[:, None, None, None], low_res[:, :1], low_res[rows, best].unsqueeze(1))
+        score = torch.where(stable[:, None], iou[:, :1], iou[rows, best].unsqueeze(1))
+        return mask, score

@@ -112,12 +112,13 @@ class MaskDecoder(nn.Module):
         outputs: slice = slice(None),
         min_iou: float | None = None,
         high_res: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        object_scores: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
         """The mask tokens' logits (B, M, 4h, 4w) and IoU predictions (B, M): all four, or
         those `outputs` picks (only they are brought to mask size); the rest as in `forward`."""
-        masks, iou, _ = self._predict(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
-                                      prepared, outputs, min_iou, high_res)
-        return masks, iou
+        masks, iou, obj = self._predict(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
+                                        prepared, outputs, min_iou, high_res)
+        return (masks, iou, obj) if object_scores else (masks, iou)
 
     def _predict(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, prepared,
                  outputs, min_iou, high_res) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

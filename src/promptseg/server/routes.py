@@ -68,7 +68,10 @@ def models(svc: Service) -> list[dict]:
         "generator_defaults": settings.generator_defaults,
         "refine": settings.refine,
         "mask_threshold": float(model.mask_threshold),
+        # the page decodes SAM's embeddings; SAM 2's decoder.onnx also reads the high-res levels
         "browser_decoding": svc.settings.web_runtime is not None and not svc.settings.flip and model.family == "sam",
+        "embedding_levels": ["image_embeddings", "high_res_feats_0", "high_res_feats_1"][
+            : 3 if model.family == "sam2" else 1],
         "flip": svc.settings.flip,
         "default": True,
     }]
@@ -209,11 +212,22 @@ async def _stop_when_gone(request: Request, job: HeavyJob) -> None:
 
 @router.get("/v1/images/{image_id}/embedding", operation_id="embedding", responses={
     200: {"content": {"application/octet-stream": {}}}, **error_responses(404, 422)})
-def embedding(image_id: str, svc: Service, format: Literal["npy", "raw"] = Query("npy")) -> Response:  # noqa: A002
+def embedding(image_id: str, svc: Service, format: Literal["npy", "raw"] = Query("npy"),  # noqa: A002
+              level: Literal["image_embeddings", "high_res_feats_0", "high_res_feats_1"] = Query("image_embeddings"),
+              ) -> Response:
     """The image embedding, for clients that run the decoder themselves: an .npy file, or
-    raw little-endian float32 with its shape in the X-Embedding-Shape header."""
+    raw little-endian float32 with its shape in the X-Embedding-Shape header. SAM 2's decoder
+    also reads the 4x and 8x levels: `level=high_res_feats_0` / `high_res_feats_1`, named as
+    decoder.onnx's inputs."""
     entry = svc.lookup(image_id)
-    features = entry.state.features.detach().cpu().float().numpy()
+    if level == "image_embeddings":
+        features = entry.state.features
+    elif entry.state.high_res is None:
+        raise HTTPException(422, f"level {level} exists for SAM 2's models only; the served model has one level, "
+                            "level=image_embeddings")
+    else:
+        features = entry.state.high_res[int(level[-1])]
+    features = features.detach().cpu().float().contiguous().numpy()
     headers = {
         "X-Embedding-Shape": ",".join(map(str, features.shape)),
         "X-Original-Size": ",".join(map(str, entry.state.original_size)),

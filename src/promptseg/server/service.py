@@ -121,9 +121,6 @@ class ModelService:
 
     async def decoder_file(self) -> Path:
         """decoder.onnx of the served model, exported on first request, once."""
-        if self.model.family != "sam":
-            raise HTTPException(404, "the served model (SAM 2) has no ONNX decoder yet; prompts are answered by "
-                                "POST /v1/images/{id}/segment")
         async with self._decoder_lock:
             if self._decoder is None:
                 from ..export.exporter import export_decoder

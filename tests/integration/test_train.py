@@ -195,6 +195,14 @@ def test_train_cli_reports_config_errors_in_one_line(tmp_path):
     assert out.returncode == 1 and "does not exist" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_train_says_sam2_models_are_not_trained_yet(shard, tmp_path):
+    cfg = tmp_path / "s2.toml"
+    cfg.write_text(f'[model]\ntype = "sam2.1_hiera_t"\n[[data]]\npath = "{shard}"\n[train]\nsteps = 1\n')
+    out = run("train", cfg, "--quiet")
+    assert out.returncode == 1 and "training sam2.1_hiera_t is not available yet" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_train_cli_runs_from_a_config_file(shard, tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text(

@@ -177,6 +177,9 @@ def _build(cfg: TrainConfig):
     from ..checkpoints import build_model
 
     model = build_model(cfg.model, cfg.checkpoint_path())
+    if model.family != "sam":
+        raise ValueError(f"training {model.model_type or 'SAM 2'} is not available yet (SAM 2's models need their "
+                         "own inputs and object-score loss); train a SAM model (tiny, vit_b, ...)")
     model.train()
     if cfg.freeze_image_encoder:
         model.image_encoder.requires_grad_(False)

@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_everything.py --memory --size 4000x3000 --grid 8 --json out/bench/memory.json
 	$(BIN)/python benchmarks/bench_tiny.py --json out/bench/tiny.json
 	$(BIN)/python benchmarks/bench_sam2.py --json out/bench/sam2.json
+	$(BIN)/python benchmarks/bench_sam2.py --memory --sizes t,l,vit_b --json out/bench/sam2_memory.json
 	$(BIN)/python benchmarks/bench_server.py --json out/bench/server.json
 	$(BIN)/python benchmarks/bench_onnx.py --json out/bench/onnx.json $(if $(wildcard ../shared/eval-data),--eval-data ../shared/eval-data,)
 	$(BIN)/python benchmarks/plot_results.py out/bench/core.json out/bench/everything.json \

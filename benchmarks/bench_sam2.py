@@ -4,13 +4,19 @@ interleaved. Image embedding, one click to a full-size mask, and the automatic m
 after the embedding (every candidate through the whole pipeline: thresholds 0). Medians, ratios.
 
     .venv/bin/python benchmarks/bench_sam2.py [--sizes t,s,b+,l,vit_b] [--repeat 3] [--clicks 20]
+    .venv/bin/python benchmarks/bench_sam2.py --memory [--sizes t,l] [--memory-size 2000x1500]
+
+`--memory`: peak memory (RSS) of each side in a fresh process that builds the model, embeds a
+large photo and runs the generator on it (8x8 grid, thresholds 0), the reference first.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,6 +75,46 @@ def _reference_generator_after_embedding(ref_predictor, generator_cls, image, gr
     return generator
 
 
+def _peak_memory_child(side: str, size: str, photo_size: str) -> None:
+    """One side's embedding and generator on a large photo; prints the peak RSS in GiB."""
+    w, h = (int(v) for v in photo_size.split("x"))
+    image = np.asarray(Image.fromarray(read_image(sample_image_path("coffee.png"))).resize((w, h), Image.BICUBIC))
+    options = dict(points_per_side=8, **GENERATOR)
+    with torch.inference_mode():
+        if side == "ours":
+            model = build_model("sam2.1_hiera_" + size if size != "vit_b" else "vit_b")
+            MaskGenerator(Predictor(model), **options).generate(image)
+        elif size == "vit_b":
+            from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
+
+            SamAutomaticMaskGenerator(sam_model_registry["vit_b"]().eval(), **options).generate(image)
+        else:
+            from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+            from sam2.build_sam import build_sam2
+
+            model = build_sam2(f"configs/sam2.1/sam2.1_hiera_{size}.yaml", None, device="cpu")
+            SAM2AutomaticMaskGenerator(model, **options).generate(image)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+
+
+def _peak_memory(args) -> None:
+    machine = Machine.start()
+    rows = []
+    for size in args.sizes.split(","):
+        peak = {}
+        for side in ("reference", "ours"):
+            out = subprocess.run([sys.executable, __file__, "--_child", side, "--sizes", size, "--memory-size",
+                                  args.memory_size], capture_output=True, text=True, check=True)
+            peak[side] = float(out.stdout.strip().splitlines()[-1])
+        rows.append({"model": size, "peak_gib": peak})
+        print(f"{size}: {args.memory_size} photo, generator 8x8, thresholds 0: peak memory ours {peak['ours']:.2f} GiB, "
+              f"reference {peak['reference']:.2f} GiB ({peak['reference'] / peak['ours']:.2f}x less)", flush=True)
+    summary = machine.stop()
+    print(machine.line())
+    if args.json:
+        args.json.write_text(json.dumps({"machine": summary, "memory": rows, "args": vars(args)}, indent=2, default=str))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="t,s,b+,l,vit_b")
@@ -78,7 +124,16 @@ def main() -> None:
     ap.add_argument("--grid", type=int, default=16, help="generator grid (points per side)")
     ap.add_argument("--generator-size", default="512x384", help="WxH of the photo for the generator")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--memory", action="store_true", help="peak memory of each side instead of speed")
+    ap.add_argument("--memory-size", default="2000x1500", help="WxH of the photo for --memory")
+    ap.add_argument("--_child", choices=["ours", "reference"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args._child:
+        _peak_memory_child(args._child, args.sizes, args.memory_size)
+        return
+    if args.memory:
+        _peak_memory(args)
+        return
     tune_allocator()  # the whole process: the references get it too
 
     photo = read_image(sample_image_path("coffee.png"))

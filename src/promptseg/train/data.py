@@ -123,7 +123,9 @@ class MaskSampler:
     """Draws augmented images with `masks_per_image` object masks each from weighted sources."""
 
     def __init__(self, sources: list[tuple[list[Entry], float]], img_size: int, masks_per_image: int,
-                 min_area: float = 0.002, crop_scale: tuple[float, float] = (0.5, 1.0)) -> None:
+                 min_area: float = 0.002, crop_scale: tuple[float, float] = (0.5, 1.0), square: bool = False) -> None:
+        """`square`: crops resized to img_size x img_size, their aspect not kept (SAM 2's input);
+        else their longest side to img_size and the rest padded (SAM's)."""
         self.sources = [s for s, _ in sources]
         w = np.array([wt for _, wt in sources], np.float64)
         self.weights = w / w.sum()
@@ -131,6 +133,7 @@ class MaskSampler:
         self.masks_per_image = masks_per_image
         self.min_area = min_area
         self.crop_scale = crop_scale
+        self.square = square
 
     def _one(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         from pycocotools import mask as mask_utils
@@ -164,6 +167,8 @@ class MaskSampler:
             crop, masks = crop[:, ::-1], masks[:, ::-1]
         scale = self.img_size / max(ch, cw)
         nh, nw = max(1, round(ch * scale)), max(1, round(cw * scale))
+        if self.square:
+            nh = nw = self.img_size
         crop = cv2.resize(np.ascontiguousarray(crop), (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         masks = cv2.resize(np.ascontiguousarray(masks, dtype=np.float32), (nw, nh), interpolation=cv2.INTER_LINEAR)
         if masks.ndim == 2:

@@ -170,16 +170,13 @@ def grad_round_set(step: int, opts: RecipeOptions, gen: torch.Generator) -> set[
     return {0, last, *(int(v) for v in middle)}
 
 
-LOG_FIELDS = ["step", "lr", "loss", "focal", "dice", "iou_mse", "iou_first", "iou_last", "samples_per_s"]
+LOG_FIELDS = ["step", "lr", "loss", "focal", "dice", "iou_mse", "object_bce", "iou_first", "iou_last", "samples_per_s"]
 
 
 def _build(cfg: TrainConfig):
     from ..checkpoints import build_model
 
     model = build_model(cfg.model, cfg.checkpoint_path())
-    if model.family != "sam":
-        raise ValueError(f"training {model.model_type or 'SAM 2'} is not available yet (SAM 2's models need their "
-                         "own inputs and object-score loss); train a SAM model (tiny, vit_b, ...)")
     model.train()
     if cfg.freeze_image_encoder:
         model.image_encoder.requires_grad_(False)
@@ -189,8 +186,10 @@ def _build(cfg: TrainConfig):
 
 def _inputs(model, batch, device: str) -> torch.Tensor:
     """Normalised images with the padding at zero, exactly as `Sam.preprocess` pads at inference
-    (the sampler pads raw pixels with black, which normalises to a colour the model never sees)."""
-    images = model.preprocess(batch.images.to(device))
+    (the sampler pads raw pixels with black, which normalises to a colour the model never sees).
+    SAM 2's models take [0, 1] images resized to the square, with no padding."""
+    images = batch.images.to(device)
+    images = model.preprocess(images / 255.0 if model.square_input else images)
     for i, (h, w) in enumerate(batch.sizes):
         images[i, :, h:] = 0
         images[i, :, :, w:] = 0
@@ -293,7 +292,7 @@ def train(cfg: TrainConfig, resume: bool = True, quiet: bool = False, max_steps:
     sources = [(read_source(d, cfg.base_dir), float(d.get("weight", 1.0))) for d in cfg.data]
     torch.manual_seed(cfg.seed)
     model = _build(cfg)
-    sampler = MaskSampler(sources, model.img_size, cfg.masks_per_image, cfg.min_mask_area)
+    sampler = MaskSampler(sources, model.img_size, cfg.masks_per_image, cfg.min_mask_area, square=model.square_input)
     groups = _param_groups(model, cfg)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     out = cfg.out_dir()
@@ -326,12 +325,15 @@ def train(cfg: TrainConfig, resume: bool = True, quiet: bool = False, max_steps:
             images = _inputs(model, batch, cfg.device)
             gt = batch.masks.flatten(0, 1).to(cfg.device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                emb = model.image_encoder(images)
+                emb, high_res = model.encode(images)
                 emb = emb.repeat_interleave(cfg.masks_per_image, 0)
+                if high_res is not None:  # SAM 2's 4x and 8x levels, one per mask too
+                    high_res = tuple(f.repeat_interleave(cfg.masks_per_image, 0) for f in high_res)
                 recipe = cfg.recipe
                 if step < recipe.interactive_from_step:
                     recipe = replace(recipe, point_rounds=0, mask_only_rounds=0)
-                loss, parts, round_iou = simulate(model, emb, gt, gen, recipe, grad_round_set(step, recipe, gen))
+                loss, parts, round_iou = simulate(model, emb, gt, gen, recipe, grad_round_set(step, recipe, gen),
+                                                  high_res)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.grad_clip)

@@ -6,6 +6,9 @@ point, a wrong one a background point) with the previous low-res logits as mask 
 rounds with the mask input only. A single click predicts three masks and only the lowest-loss
 one is back-propagated; a box or several clicks use the single-mask output.
 Mask loss is focal and dice at 20:1; the IoU head regresses the predicted masks' real IoU (MSE).
+SAM 2's models also read the encoder's high-resolution levels, and their object-score head
+learns whether the target mask has any pixel (binary cross-entropy on its logit, as SAM 2's
+training weighs it: 1); every sampled mask here has pixels.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class RecipeOptions:
     focal_weight: float = 20.0
     dice_weight: float = 1.0
     iou_weight: float = 1.0
+    object_weight: float = 1.0  # SAM 2's object-score loss
     box_noise: float = 0.1  # noise std as a fraction of the box side ...
     box_noise_max: float = 20.0  # ... at most this many pixels at SAM's 1024 input (scaled to ours)
     # Compute budget: before this step only the first round runs (no corrective rounds); the
@@ -120,9 +124,17 @@ def mask_losses(logits: torch.Tensor, iou_pred: torch.Tensor, gt: torch.Tensor, 
     return total, parts, ious.gather(1, pick).squeeze(1), best
 
 
+def object_loss(object_logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of object-score logits (N, 1) against whether each mask (N, H, W)
+    has any pixel."""
+    present = (gt.flatten(1) > 0.5).any(1).float()
+    return F.binary_cross_entropy_with_logits(object_logits[:, 0], present)
+
+
 def simulate(model, embeddings: torch.Tensor, gt: torch.Tensor, gen: torch.Generator, opts: RecipeOptions,
-             grad_rounds: set[int]):
-    """Run the interactive rounds for masks `gt` (N, S, S) on `embeddings` (N, C, h, w).
+             grad_rounds: set[int], high_res: tuple[torch.Tensor, torch.Tensor] | None = None):
+    """Run the interactive rounds for masks `gt` (N, S, S) on `embeddings` (N, C, h, w) (and
+    SAM 2's `high_res` levels, N each).
 
     Returns the weighted mean loss over the back-propagated rounds (the first round weighs
     `opts.first_round_weight`, the others 1), logging parts, and the IoU per round.
@@ -165,10 +177,16 @@ def simulate(model, embeddings: torch.Tensor, gt: torch.Tensor, gen: torch.Gener
                 multimask = r == 0 and not is_box
                 mi = mask_input[idx] if mask_input is not None else None
                 sparse, dense = model.prompt_encoder(pts, bx, mi)
-                low, iou = model.mask_decoder(embeddings[idx], pe, sparse, dense, multimask)
+                levels = None if high_res is None else tuple(f[idx] for f in high_res)
+                low, iou, obj = model.mask_decoder(embeddings[idx], pe, sparse, dense, multimask, high_res=levels,
+                                                   object_scores=True)
                 share = len(idx) / n
                 if grad:
                     loss, parts, k_iou, _ = mask_losses(low, iou, gt_loss[idx], opts)
+                    if getattr(model.mask_decoder, "pred_obj_scores", False):
+                        obj_loss = object_loss(obj, gt_loss[idx])
+                        loss = loss + opts.object_weight * obj_loss
+                        parts["object_bce"] = obj_loss.detach()
                     w = share * weight[r] / norm
                     total = total + w * loss
                     for k, v in parts.items():

@@ -219,6 +219,63 @@ def test_decoding_in_the_browser(browser, web_runtime, tmp_path):
         page.close()
 
 
+def test_decoding_a_sam2_model_in_the_browser(browser, web_runtime, tmp_path, sam2_t_checkpoint):
+    """A SAM 2.1 model served: the page fetches its three embedding levels and decodes a click,
+    a box and a box with a background click itself (SAM 2's point order and single-mask
+    choice), and its masks equal the server's."""
+    photo = sample_image_path("coffee.png")
+    with running_server("--checkpoint", str(sam2_t_checkpoint[1]), "--web-runtime", str(web_runtime)) as (url, _):
+        page = browser.new_page(viewport={"width": 1100, "height": 800}, accept_downloads=True)
+        errors: list[str] = []
+        requests: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        page.goto(url)
+        page.wait_for_function("() => !document.getElementById('local-group').hidden", timeout=30000)
+        if page.input_value("#refine") != "none":
+            page.select_option("#refine", "none")
+        page.set_input_files("#file", str(photo))
+        page.wait_for_function("() => document.getElementById('status').className === 'ready'", timeout=120000)
+        image_id = page.evaluate("() => document.getElementById('view').dataset.imageId")
+
+        click_at(page, 300, 200)
+        page.wait_for_function("() => document.getElementById('view').dataset.masks === '1'", timeout=120000)
+        assert page.evaluate("() => document.getElementById('view').dataset.decoder") == "browser"
+        for level in ("image_embeddings", "high_res_feats_0", "high_res_feats_1"):
+            assert any(f"level={level}" in u for u in requests), level
+        local = download_mask(page, tmp_path, "click.png")
+        expected, scores = server_mask(url, image_id, {"point_coords": [[300, 200]], "point_labels": [1],
+                                                       "multimask_output": True, "refine": "none"})
+        assert (local == expected).mean() > 0.999, (local == expected).mean()
+        shown = [float(b.split("·")[1]) for b in page.locator("#candidates button").all_text_contents()]
+        assert np.allclose(shown, scores, atol=0.006)
+
+        page.click("#reset")
+        box = page.locator("#view").bounding_box()
+        s = box["width"] / page.evaluate("() => document.getElementById('view').width")
+        page.mouse.move(box["x"] + 220 * s, box["y"] + 120 * s)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 380 * s, box["y"] + 280 * s, steps=6)
+        page.mouse.up()
+        page.wait_for_function("() => document.getElementById('view').dataset.masks === '2'", timeout=120000)
+        drawn = [float(v) for v in page.evaluate("() => document.getElementById('view').dataset.box").split(",")]
+        local = download_mask(page, tmp_path, "box.png")
+        expected, _ = server_mask(url, image_id, {"box": drawn, "multimask_output": False, "refine": "none"})
+        assert (local == expected).mean() > 0.999
+
+        click_at(page, 250, 150, shift=True)  # a background click inside the box
+        page.wait_for_function("() => document.getElementById('view').dataset.masks === '3'", timeout=120000)
+        local = download_mask(page, tmp_path, "box_click.png")
+        expected, _ = server_mask(url, image_id, {"box": drawn, "point_coords": [[250, 150]], "point_labels": [0],
+                                                  "multimask_output": False, "refine": "none"})
+        assert (local == expected).mean() > 0.999
+        assert not [u for u in requests if "/segment" in u], "a prompt went to the server"
+        assert not errors, errors
+        page.close()
+
+
 def test_readme_screenshot(browser):
     """The README's picture of the page with a mask (written to out/screenshots/page.png)."""
     SHOTS.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,12 @@ def healthz(svc: Service) -> dict:
             "everything_jobs": svc.worker.heavy_jobs, **svc.stats}
 
 
+def _single_mask_fallback(model) -> list[float] | None:
+    """SAM 2's (delta, threshold) for the single-mask answer's fallback to the best candidate."""
+    fallback = getattr(model.mask_decoder, "dynamic_multimask", None)
+    return None if fallback is None else [float(v) for v in fallback]
+
+
 @router.get("/v1/models")
 def models(svc: Service) -> list[dict]:
     model, settings = svc.model, svc.predictor.settings
@@ -68,10 +74,12 @@ def models(svc: Service) -> list[dict]:
         "generator_defaults": settings.generator_defaults,
         "refine": settings.refine,
         "mask_threshold": float(model.mask_threshold),
-        # the page decodes SAM's embeddings; SAM 2's decoder.onnx also reads the high-res levels
-        "browser_decoding": svc.settings.web_runtime is not None and not svc.settings.flip and model.family == "sam",
+        "browser_decoding": svc.settings.web_runtime is not None and not svc.settings.flip,
+        # what a client decoding with decoder.onnx needs besides SAM's conventions (SAM 2's)
+        "family": model.family,
         "embedding_levels": ["image_embeddings", "high_res_feats_0", "high_res_feats_1"][
             : 3 if model.family == "sam2" else 1],
+        "single_mask_fallback": _single_mask_fallback(model),
         "flip": svc.settings.flip,
         "default": True,
     }]

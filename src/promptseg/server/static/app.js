@@ -153,31 +153,62 @@ async function localSession() {
   return LOCAL.session;
 }
 
+// Every level the decoder reads (SAM: the embedding; SAM 2: also its 4x and 8x levels), fetched
+// once per image and named as decoder.onnx's inputs.
 async function localEmbedding() {
   if (!LOCAL.embedding || LOCAL.embedding.id !== S.id) {
-    const id = S.id;
-    const res = await fetch(`/v1/images/${id}/embedding?format=raw`);
-    if (!res.ok) throw new Error(`could not fetch the embedding (HTTP ${res.status})`);
-    const dims = res.headers.get("x-embedding-shape").split(",").map(Number);
-    const [h, w] = res.headers.get("x-input-size").split(",").map(Number);
-    const data = new Float32Array(await res.arrayBuffer());
-    LOCAL.embedding = { id, tensor: new ort.Tensor("float32", data, dims), inputSize: [h, w] };
+    const id = S.id, tensors = {};
+    let inputSize = null;
+    for (const level of LOCAL.model.embedding_levels || ["image_embeddings"]) {
+      const res = await fetch(`/v1/images/${id}/embedding?format=raw&level=${level}`);
+      if (!res.ok) throw new Error(`could not fetch the embedding (HTTP ${res.status})`);
+      const dims = res.headers.get("x-embedding-shape").split(",").map(Number);
+      inputSize = res.headers.get("x-input-size").split(",").map(Number);
+      tensors[level] = new ort.Tensor("float32", new Float32Array(await res.arrayBuffer()), dims);
+    }
+    LOCAL.embedding = { id, tensors, inputSize };
   }
   return LOCAL.embedding;
 }
 
+// SAM 2 asked for one mask: the single-mask token's answer (0) unless its low-res logits are
+// unstable (area above +delta over area above -delta under the threshold), then the candidate
+// with the highest predicted IoU, as the server's predictor picks.
+function singleMaskToken(low, iou) {
+  const fallback = LOCAL.model.single_mask_fallback;
+  if (!fallback) return 0;
+  const [delta, threshold] = fallback;
+  const size = low.length / 4;
+  let inner = 0, outer = 0;
+  for (let i = 0; i < size; i++) {
+    if (low[i] > delta) inner++;
+    if (low[i] > -delta) outer++;
+  }
+  if ((outer > 0 ? inner / outer : 1) >= threshold) return 0;
+  let best = 1;
+  for (let k = 2; k < 4; k++) if (iou[k] > iou[best]) best = k;
+  return best;
+}
+
 // The same prompt -> masks as the server's /segment: coordinates scaled into the model's input
-// frame, a box as two corner points (labels 2, 3), a padding point when there is no box;
-// three candidates for a lone click, else the single-mask output.
+// frame, a box as two corner points (labels 2, 3), a padding point when there is no box (SAM 2:
+// the box's corners first, and always a padding point); three candidates for a lone click, else
+// the single-mask output.
 async function localSegment(body) {
   const t0 = performance.now();
   const session = await localSession();
   const emb = await localEmbedding();
   const [ih, iw] = emb.inputSize;
   const sx = iw / S.width, sy = ih / S.height;
+  const sam2 = LOCAL.model.family === "sam2";
   const coords = [], labels = [];
+  if (body.box && sam2) {
+    const [x0, y0, x1, y1] = body.box;
+    coords.push(x0 * sx, y0 * sy, x1 * sx, y1 * sy);
+    labels.push(2, 3);
+  }
   (body.point_coords || []).forEach(([x, y], i) => { coords.push(x * sx, y * sy); labels.push(body.point_labels[i]); });
-  if (body.box) {
+  if (body.box && !sam2) {
     const [x0, y0, x1, y1] = body.box;
     coords.push(x0 * sx, y0 * sy, x1 * sx, y1 * sy);
     labels.push(2, 3);
@@ -187,7 +218,7 @@ async function localSegment(body) {
   }
   const [mh, mw] = LOCAL.model.mask_input_size;
   const out = await session.run({
-    image_embeddings: emb.tensor,
+    ...emb.tensors,
     point_coords: new ort.Tensor("float32", Float32Array.from(coords), [1, labels.length, 2]),
     point_labels: new ort.Tensor("float32", Float32Array.from(labels), [1, labels.length]),
     mask_input: new ort.Tensor("float32", new Float32Array(mh * mw), [1, 1, mh, mw]),
@@ -196,7 +227,7 @@ async function localSegment(body) {
   });
   const logits = out.masks.data, iou = out.iou_predictions.data;
   const n = S.width * S.height, threshold = LOCAL.model.mask_threshold;
-  const picks = body.multimask_output ? [1, 2, 3] : [0];
+  const picks = body.multimask_output ? [1, 2, 3] : [sam2 ? singleMaskToken(out.low_res_masks.data, iou) : 0];
   const masks = picks.map((k) => {
     const m = new Uint8Array(n);
     for (let i = 0, o = k * n; i < n; i++) m[i] = logits[o + i] > threshold ? 1 : 0;

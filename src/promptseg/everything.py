@@ -210,6 +210,18 @@ class MaskGenerator:
         self.use_m2m = use_m2m
         self.multimask_output = multimask_output
 
+    @classmethod
+    def check_options(cls, **options) -> None:
+        """ValueError naming a bad option, as the constructor checks them, without a model (a
+        job checks its options on the driver before its workers build generators)."""
+        import inspect
+
+        params = inspect.signature(cls.__init__).parameters
+        unknown = set(options) - set(params) - {"self", "model"}
+        if unknown:
+            raise ValueError(f"unknown MaskGenerator options: {', '.join(sorted(unknown))}")
+        _check_options({**{k: p.default for k, p in params.items() if p.default is not p.empty}, **options})
+
     @property
     def prompt_count(self) -> int:
         """Clicks these options ask of the decoder per image, over every crop (crop layer i has

@@ -255,6 +255,38 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
     return unique, missing
 
 
+def read_manifest(path: str | os.PathLike) -> list[str]:
+    """The inputs a manifest lists: a text file of paths (one a line; blank lines and lines
+    starting with # skipped), or a CSV or Parquet file with a `path` column. Relative paths are
+    taken from the manifest's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ValueError("a Parquet manifest needs pyarrow: pip install 'promptseg[ray]'") from None
+        table = pq.read_table(path)
+        if "path" not in table.column_names:
+            raise ValueError(f"manifest {path} has no `path` column (columns: {', '.join(table.column_names)})")
+        entries = [str(v) for v in table.column("path").to_pylist() if v]
+    elif suffix == ".csv":
+        import csv
+
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if "path" not in (reader.fieldnames or []):
+                raise ValueError(f"manifest {path} has no `path` column (header: {', '.join(reader.fieldnames or [])})")
+            entries = [row["path"].strip() for row in reader if (row["path"] or "").strip()]
+    else:
+        lines = (line.strip() for line in path.read_text().splitlines())
+        entries = [line for line in lines if line and not line.startswith("#")]
+    base = path.parent
+    return [e if "://" in e or Path(e).is_absolute() else str(base / e) for e in entries]
+
+
 def write_json(obj, path: str | os.PathLike) -> None:
     """Write JSON atomically: readers never see a half-written file."""
     import json

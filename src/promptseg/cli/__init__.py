@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import annotate, download, evaluate, everything, export, segment, serve, synth, train
+from . import annotate, download, embed, evaluate, everything, export, segment, serve, synth, train
 
 app = typer.Typer(
     add_completion=False,
@@ -20,6 +20,7 @@ app.command("download")(download.download)
 app.command("synth")(synth.synth)
 app.command("train")(train.train)
 app.command("engine")(annotate.engine)
+app.command("embed")(embed.embed)
 app.command("eval")(evaluate.evaluate)
 
 

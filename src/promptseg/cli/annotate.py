@@ -7,12 +7,22 @@ from pathlib import Path
 import typer
 
 from ..cpu import set_threads
-from .common import MODEL_HELP, check_output_dir, fail, threads_option, user_errors
+from .common import (
+    MODEL_HELP,
+    check_output_dir,
+    engine_options,
+    gather_inputs,
+    ray_options,
+    threads_option,
+    user_errors,
+)
 from .everything import report_failures
+
+_E = engine_options()
 
 
 def engine(
-    inputs: list[str] = typer.Argument(..., help="Unlabelled image files, folders or glob patterns."),
+    inputs: list[str] | None = typer.Argument(None, help="Unlabelled image files, folders or glob patterns."),
     output: Path = typer.Option(..., "--output", "-o", help="SA-1B shard folder to write (image + JSON pairs)."),
     model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file (e.g. a training run's)."),
@@ -24,33 +34,36 @@ def engine(
         None, help="Keep masks at least this stable [default: the model's; 0.95 for SAM]."
     ),
     min_mask_region_area: int = typer.Option(100, help="Remove holes and islands smaller than this (pixels)."),
+    manifest: Path | None = _E["manifest"],
+    engine: str = _E["engine"],
+    ray_address: str | None = _E["ray_address"],
+    workers: str = _E["workers"],
+    cpus_per_worker: float = _E["cpus_per_worker"],
+    gpus_per_worker: float = _E["gpus_per_worker"],
+    batch_size: int = _E["batch_size"],
     threads: int | None = threads_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Data engine, automatic stage: turn unlabelled photos into an SA-1B shard for training."""
-    from ..checkpoints import load_model
-    from ..engine import auto_annotate
+    from ..engine.jobs import JobSpec
+    from ..engine.run import run_job
     from ..everything import MaskGenerator
-    from ..io import expand_inputs
-    from ..progress import progress
+    from ..predict import load_predictor
 
-    paths, missing = expand_inputs(inputs)
-    if not paths:
-        fail(f"no image files found in {' '.join(inputs)}")
+    paths, missing = gather_inputs(inputs, manifest)
     with user_errors():
         set_threads(threads)
         check_output_dir(output)
-        generator = MaskGenerator(
-            load_model(model, checkpoint),
-            points_per_side=points_per_side,
-            pred_iou_thresh=pred_iou_thresh,
-            stability_score_thresh=stability_score_thresh,
-            min_mask_region_area=min_mask_region_area,
-            output_mode="coco_rle",
-        )
-    with progress(len(paths), "annotating", quiet) as advance:
-        done, kept, failures = auto_annotate(generator, paths, output, advance)
-    failures = [(m, "no such file, or the pattern matched nothing") for m in missing] + failures
+        ray = ray_options(engine, ray_address, workers, cpus_per_worker, gpus_per_worker, batch_size)
+        options = dict(points_per_side=points_per_side, pred_iou_thresh=pred_iou_thresh,
+                       stability_score_thresh=stability_score_thresh, min_mask_region_area=min_mask_region_area)
+        MaskGenerator.check_options(**options)
+        spec = JobSpec("engine", str(output), generator=options, model=model,
+                       checkpoint=None if checkpoint is None else str(checkpoint))
+        predictor = load_predictor(model, checkpoint=checkpoint) if ray is None else None
+        summary = run_job(spec, paths, engine, ray, quiet, "annotating", predictor)
+    failures = [(m, "no such file, or the pattern matched nothing") for m in missing] + summary.failures
     if not quiet:
-        typer.echo(f"{done} images annotated, {kept} masks kept, {len(failures)} failed; shard in {output}", err=True)
+        typer.echo(f"{summary.done} images annotated, {summary.masks} masks kept, {len(failures)} failed; "
+                   f"shard in {output}", err=True)
     report_failures(failures)

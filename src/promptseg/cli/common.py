@@ -113,3 +113,52 @@ def check_refine(refine: str | None) -> str | None:
 def check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+
+
+# --- jobs over many images: where they run --------------------------------------------
+ENGINE_HELP = "local (this process) or ray (a Ray cluster: pip install 'promptseg[ray]')."
+
+
+def engine_options():
+    """The options `everything`, `engine` and `embed` share: inputs from a manifest, and Ray."""
+    return {
+        "manifest": typer.Option(None, "--manifest", help="A file of inputs: a text file of paths, one a line, or a "
+                                 "CSV / Parquet file with a `path` column (relative paths: from its folder)."),
+        "engine": typer.Option("local", "--engine", help=ENGINE_HELP),
+        "ray_address": typer.Option(None, "--ray-address", help="Ray cluster to join (auto, ray://host:port); "
+                                    "none: start a Ray on this machine for the job and stop it after."),
+        "workers": typer.Option("1", "--workers", help="Ray: N workers, or MIN,MAX for a pool that scales."),
+        "cpus_per_worker": typer.Option(1.0, "--cpus-per-worker", help="Ray: CPUs per worker (its torch threads)."),
+        "gpus_per_worker": typer.Option(0.0, "--gpus-per-worker", help="Ray: GPUs per worker (fractions allowed)."),
+        "batch_size": typer.Option(4, "--batch-size", help="Ray: images given to a worker at a time."),
+    }
+
+
+def gather_inputs(inputs: list[str] | None, manifest: Path | None) -> tuple[list[Path], list[str]]:
+    """Image paths from the arguments (files, folders, globs) and a manifest; plus the inputs
+    that matched nothing. Fails when there are none at all."""
+    from ..io import expand_inputs, read_manifest
+
+    listed = list(inputs or [])
+    if manifest is not None:
+        with user_errors():
+            listed += read_manifest(manifest)
+    if not listed:
+        fail("give images (files, folders or glob patterns) or --manifest FILE")
+    paths, missing = expand_inputs(listed)
+    if not paths:
+        fail(f"no image files found in {' '.join(inputs or []) or manifest}")
+    return paths, missing
+
+
+def ray_options(engine: str, ray_address: str | None, workers: str, cpus_per_worker: float, gpus_per_worker: float,
+                batch_size: int):
+    """The engine's options checked (UserError naming the bad one); None for the local engine."""
+    from ..engine.run import ENGINES, RayOptions, parse_workers
+
+    if engine not in ENGINES:
+        raise UserError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "local":
+        return None
+    return RayOptions(address=ray_address, workers=parse_workers(workers), cpus_per_worker=cpus_per_worker,
+                      gpus_per_worker=gpus_per_worker, batch_size=batch_size)

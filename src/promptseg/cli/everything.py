@@ -13,14 +13,19 @@ from .common import (
     MODEL_HELP,
     check_backend,
     check_output_dir,
+    engine_options,
     fail,
+    gather_inputs,
+    ray_options,
     threads_option,
     user_errors,
 )
 
+_E = engine_options()
+
 
 def everything(
-    inputs: list[str] = typer.Argument(..., help="Image files, folders and glob patterns."),
+    inputs: list[str] | None = typer.Argument(None, help="Image files, folders and glob patterns."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the results."),
     fmt: str = typer.Option("sa1b", "--format", "-f", help="sa1b (JSON per image), coco (one file) or png."),
     model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
@@ -48,31 +53,35 @@ def everything(
     backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
     onnx_dir: Path | None = typer.Option(None, "--onnx-dir", help="Folder written by `promptseg export`."),
     flip: bool = typer.Option(False, "--flip", help=FLIP_HELP),
+    manifest: Path | None = _E["manifest"],
+    engine: str = _E["engine"],
+    ray_address: str | None = _E["ray_address"],
+    workers: str = _E["workers"],
+    cpus_per_worker: float = _E["cpus_per_worker"],
+    gpus_per_worker: float = _E["gpus_per_worker"],
+    batch_size: int = _E["batch_size"],
     threads: int | None = threads_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Find every object in each image; write SA-1B JSON, COCO JSON or PNG masks, and overlays.
 
     Re-running skips images already done; unreadable images are reported, skipped, and make
-    the exit status non-zero."""
-    from ..engine import everything_job
+    the exit status non-zero. `--engine ray` runs the same job on a Ray cluster."""
+    from ..engine.jobs import JobSpec
     from ..engine.local import FORMATS
+    from ..engine.run import run_job
     from ..everything import MaskGenerator
-    from ..io import expand_inputs
     from ..predict import load_predictor
 
     if fmt not in FORMATS:
         fail(f"--format must be sa1b, coco or png, got {fmt!r}")
-    paths, missing = expand_inputs(inputs)
-    if not paths:
-        fail(f"no image files found in {' '.join(inputs)}")
+    paths, missing = gather_inputs(inputs, manifest)
     with user_errors():
         set_threads(threads)
         check_output_dir(output)
         check_backend(backend)
-        predictor = load_predictor(model, checkpoint=checkpoint, backend=backend, flip=flip, onnx_dir=onnx_dir)
-        generator = MaskGenerator(
-            predictor,
+        ray = ray_options(engine, ray_address, workers, cpus_per_worker, gpus_per_worker, batch_size)
+        options = dict(
             points_per_side=points_per_side,
             points_per_batch=points_per_batch,
             pred_iou_thresh=pred_iou_thresh,
@@ -84,11 +93,17 @@ def everything(
             crop_overlap_ratio=crop_overlap_ratio,
             crop_n_points_downscale_factor=crop_n_points_downscale_factor,
             min_mask_region_area=min_mask_region_area,
-            output_mode="coco_rle",
             multimask_output=multimask_output,
             use_m2m=use_m2m,
         )
-    summary = everything_job(generator, paths, output, fmt, overlays, quiet)
+        spec = JobSpec("everything", str(output), fmt=fmt, overlays=overlays, generator=options, model=model,
+                       checkpoint=None if checkpoint is None else str(checkpoint), backend=backend, flip=flip,
+                       onnx_dir=None if onnx_dir is None else str(onnx_dir))
+        MaskGenerator.check_options(**options)
+        predictor = None
+        if ray is None:  # built here, so a bad model fails before any image (Ray's workers build their own)
+            predictor = load_predictor(model, checkpoint=checkpoint, backend=backend, flip=flip, onnx_dir=onnx_dir)
+        summary = run_job(spec, paths, engine, ray, quiet, "everything", predictor)
     failures = [(m, "no such file, or the pattern matched nothing") for m in missing] + summary.failures
     if not quiet:
         typer.echo(

@@ -45,6 +45,8 @@ def segment(
         None, "--refine", help=REFINE_HELP + " [default: the one chosen for the model's weights: grabcut for the "
         "bundled model, none for Meta's]"),
     flip: bool = typer.Option(False, "--flip", help=FLIP_HELP),
+    embedding: Path | None = typer.Option(
+        None, "--embedding", help="IMAGE's embedding file, from `promptseg embed` (the encoder does not run)."),
     threads: int | None = threads_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
@@ -70,8 +72,11 @@ def segment(
         if refine is None:
             chosen = predictor.settings.refine
         t0 = time.perf_counter()
-        with status(f"embedding {image.name}", quiet):
-            predictor.set_image(rgb)
+        if embedding is not None:
+            _load_embedding(predictor, embedding, rgb.shape[:2], image)
+        else:
+            with status(f"embedding {image.name}", quiet):
+                predictor.set_image(rgb)
         t_embed = time.perf_counter() - t0
         # One click is ambiguous: ask for three candidates and keep the best, as SAM's demo does.
         ambiguous = coords is not None and len(coords) == 1 and box_arr is None
@@ -109,6 +114,16 @@ def segment(
         refined = f", refined with {chosen}" if chosen else ""
         for rec in written:
             typer.echo(f"wrote {rec['path']} (score {rec['score']:.3f}, {rec['area']} px{refined})", err=True)
+
+
+def _load_embedding(predictor, path: Path, size: tuple[int, int], image: Path) -> None:
+    """The image's embedding from a file instead of the encoder; it must be this image's size."""
+    if not hasattr(predictor, "load_embedding"):
+        raise UserError("--embedding needs --backend torch (without --flip)")
+    predictor.load_embedding(path)
+    if tuple(predictor.original_size) != tuple(size):
+        h, w = predictor.original_size
+        raise UserError(f"{path} is the embedding of a {w}x{h} image, but {image} is {size[1]}x{size[0]}")
 
 
 def _parse_prompts(point: list[str], box: str | None):

@@ -23,6 +23,14 @@ def auto_annotate(generator, paths: list[Path], out_dir: Path, advance: Callable
     """Annotate each image into out_dir as sa_<name>.<ext> + sa_<name>.json; images already done
     are skipped, unreadable ones reported (`promptseg.engine.batch`). Returns (annotated, masks
     kept, [(path, why)])."""
+    process = annotate_processor(generator, out_dir)
+    summary = run_batch(paths, out_dir, lambda name: annotate_target(out_dir, name), process, lambda s: advance())
+    return summary.done, summary.masks, summary.failures
+
+
+def annotate_processor(generator, out_dir: Path) -> Callable[[Item], int]:
+    """The per-image step of `auto_annotate`: the image and its kept masks written, their count
+    returned."""
 
     def process(item: Item) -> int:
         rgb = read_image(item.path)
@@ -35,12 +43,11 @@ def auto_annotate(generator, paths: list[Path], out_dir: Path, advance: Callable
         doc = sa1b_json(records, item.image_id, image_name, w, h)
         doc["image"]["source"] = f"promptseg engine (automatic stage) from {item.path.name}"
         doc["image"]["source_sha256"] = item.key
-        write_json(doc, _target(out_dir, item.name))  # written last: its presence marks the image done
+        write_json(doc, annotate_target(out_dir, item.name))  # written last: its presence marks the image done
         return len(records)
 
-    summary = run_batch(paths, out_dir, lambda name: _target(out_dir, name), process, lambda s: advance())
-    return summary.done, summary.masks, summary.failures
+    return process
 
 
-def _target(out_dir: Path, name: str) -> Path:
+def annotate_target(out_dir: Path, name: str) -> Path:
     return out_dir / f"sa_{name}.json"

@@ -30,6 +30,13 @@ class BatchSummary:
     skipped: int = 0
     masks: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    results: list[ItemResult] = field(default_factory=list)  # one per input, in the order they finished
+
+    def progress_text(self, seconds: float) -> str:
+        """Masks found, images per minute and failures so far, for a progress display."""
+        rate = f"{self.done / (seconds / 60):.1f}" if self.done and seconds > 0 else "-"
+        failed = f", {len(self.failures)} failed" if self.failures else ""
+        return f"{self.masks} masks, {rate} img/min{failed}"
 
 
 @dataclass
@@ -92,14 +99,28 @@ def content_key(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _source_of(target: Path) -> dict:
+    """The source record an output carries: a JSON's `image` entry, or an embedding file's
+    metadata (`.safetensors`); raises on an unreadable file."""
+    if target.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(target), framework="numpy") as f:
+            meta = f.metadata() or {}
+        if "original_size" not in meta:
+            raise ValueError("not an embedding file")
+        return meta
+    return json.loads(target.read_text())["image"]
+
+
 def _done_from(target: Path, item: Item) -> bool:
     """Whether `target` holds this input's result; ValueError when it holds another file's."""
     if not target.exists():
         return False
     try:
-        image = json.loads(target.read_text())["image"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False  # unreadable: made again
+        image = _source_of(target)
+    except Exception:  # noqa: BLE001 - unreadable in any way: made again
+        return False
     key = image.get("source_sha256")
     if key is None or key == item.key:  # None: written before outputs recorded their source
         return True
@@ -107,6 +128,53 @@ def _done_from(target: Path, item: Item) -> bool:
         f"{target} was made from another file ({image.get('file_name')}, different content); remove it to redo "
         "this image, or write to another output folder"
     )
+
+
+@dataclass
+class ItemResult:
+    """What became of one input: status "done", "skipped" (already done) or "failed" (with
+    `error`), masks written, seconds taken, and the process that did it."""
+
+    image_id: int
+    path: str
+    name: str
+    status: str
+    masks: int = 0
+    error: str = ""
+    seconds: float = 0.0
+    pid: int = 0
+
+
+def process_one(path: Path, image_id: int, name: str, target_of: Callable[[str], Path],
+                process: Callable[[Item], int]) -> ItemResult:
+    """One input through `process`, unless its target was already made from the same file;
+    any failure is caught and described."""
+    import time
+
+    started = time.perf_counter()
+    result = ItemResult(image_id, str(path), name, "done", pid=os.getpid())
+    try:
+        item = Item(image_id, path, name, content_key(path))
+        if _done_from(target_of(name), item):
+            result.status = "skipped"
+        else:
+            result.masks = process(item)
+    except Exception as exc:  # noqa: BLE001 - one input's failure of any kind never stops the job
+        result.status, result.error = "failed", _reason(exc)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def add_result(summary: BatchSummary, result: ItemResult) -> None:
+    """Count one input's result into a job's summary."""
+    summary.results.append(result)
+    if result.status == "skipped":
+        summary.skipped += 1
+    elif result.status == "failed":
+        summary.failures.append((result.path, result.error))
+    else:
+        summary.done += 1
+        summary.masks += result.masks
 
 
 def _alive(pid: int) -> bool:
@@ -149,15 +217,7 @@ def run_batch(paths: list[Path], output: Path, target_of: Callable[[str], Path],
     remove_partial_files(output)
     summary = BatchSummary(total=len(paths))
     for image_id, (path, name) in enumerate(zip(paths, output_names(paths)), start=1):
-        try:
-            item = Item(image_id, path, name, content_key(path))
-            if _done_from(target_of(name), item):
-                summary.skipped += 1
-            else:
-                summary.masks += process(item)
-                summary.done += 1
-        except Exception as exc:  # noqa: BLE001 - one input's failure of any kind never stops the job
-            summary.failures.append((str(path), _reason(exc)))
+        add_result(summary, process_one(path, image_id, name, target_of, process))
         after_each(summary)
     return summary
 

@@ -22,7 +22,7 @@ FORMATS = ("sa1b", "coco", "png")
 JobSummary = BatchSummary  # the name this module gave it first
 
 
-def _result_path(output: Path, name: str, fmt: str) -> Path:
+def result_path(output: Path, name: str, fmt: str) -> Path:
     if fmt == "sa1b":
         return output / f"{name}.json"
     if fmt == "png":
@@ -39,6 +39,20 @@ def everything_job(generator: MaskGenerator, paths: list[Path], output: Path, fm
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     started = time.perf_counter()
+    process = everything_processor(generator, output, fmt, overlays)
+    with progress(len(paths), "everything", quiet, info="") as advance:
+        def after_each(summary: BatchSummary) -> None:
+            advance(info=summary.progress_text(time.perf_counter() - started))
+
+        summary = run_batch(paths, output, lambda name: result_path(output, name, fmt), process, after_each)
+    if fmt == "coco":
+        merge_coco([(i, result_path(output, n, fmt)) for i, n in enumerate(output_names(paths), start=1)],
+                   output / "annotations.json")
+    return summary
+
+
+def everything_processor(generator: MaskGenerator, output: Path, fmt: str, overlays: bool):
+    """The per-image step of `everything_job`: its outputs written, its mask count returned."""
 
     def process(item: Item) -> int:
         rgb = read_image(item.path)
@@ -46,17 +60,7 @@ def everything_job(generator: MaskGenerator, paths: list[Path], output: Path, fm
         _write_image_result(records, rgb, item, output, fmt, overlays)
         return len(records)
 
-    with progress(len(paths), "everything", quiet, info="") as advance:
-        def after_each(summary: BatchSummary) -> None:
-            minutes = (time.perf_counter() - started) / 60
-            rate = f"{summary.done / minutes:.1f}" if summary.done else "-"
-            advance(info=f"{summary.masks} masks, {rate} img/min")
-
-        summary = run_batch(paths, output, lambda name: _result_path(output, name, fmt), process, after_each)
-    if fmt == "coco":
-        merge_coco([(i, _result_path(output, n, fmt)) for i, n in enumerate(output_names(paths), start=1)],
-                   output / "annotations.json")
-    return summary
+    return process
 
 
 def _write_image_result(records: list[dict], rgb, item: Item, output: Path, fmt: str, overlays: bool) -> None:
@@ -69,4 +73,4 @@ def _write_image_result(records: list[dict], rgb, item: Item, output: Path, fmt:
         write_image(overlay(rgb, masks), output / name / "overlay.png" if fmt == "png" else output / f"{name}_overlay.png")
     doc = sa1b_json(records, item.image_id, item.path.name, w, h)
     doc["image"]["source_sha256"] = item.key
-    write_json(doc, _result_path(output, name, fmt))  # written last: it marks the image done
+    write_json(doc, result_path(output, name, fmt))  # written last: it marks the image done

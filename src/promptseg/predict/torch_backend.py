@@ -151,14 +151,16 @@ class Predictor(EmbeddedImage):
             self._state = current
 
     # --- saving and loading an embedding ---------------------------------------------
-    def save_embedding(self, path: str | os.PathLike) -> None:
-        """Write the current embedding and its sizes to a .safetensors file."""
+    def save_embedding(self, path: str | os.PathLike, extra: dict[str, str] | None = None) -> None:
+        """Write the current embedding and its sizes to a .safetensors file (atomically), with
+        `extra` string metadata beside them (e.g. the file the image came from)."""
         from safetensors.torch import save_file
 
         from ..io import atomic_path
 
         state = self.image_state
         meta = {
+            **{str(k): str(v) for k, v in (extra or {}).items()},
             "original_size": json.dumps(list(state.original_size)),
             "input_size": json.dumps(list(state.input_size)),
             "img_size": str(self.model.img_size),

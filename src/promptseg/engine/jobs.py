@@ -1,0 +1,106 @@
+"""A job over many images described as data (`JobSpec`), so that any process can rebuild it: the
+local engine runs it here, a Ray worker rebuilds the same predictor and the same per-image step
+from it. Three kinds: `everything` (every object, into SA-1B JSON, COCO or PNG masks), `engine`
+(the data engine's automatic stage, an SA-1B shard for training) and `embed` (one embedding file
+per image, which `Predictor.load_embedding` reads)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .batch import Item
+
+KINDS = ("everything", "engine", "embed")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to run and where its outputs go; the model as `load_predictor` names it."""
+
+    kind: str
+    output: str
+    fmt: str = "sa1b"  # everything: sa1b, coco or png
+    overlays: bool = True  # everything: a picture of the masks per image
+    generator: dict[str, Any] = field(default_factory=dict)  # MaskGenerator options (everything, engine)
+    model: str | None = None
+    checkpoint: str | None = None
+    backend: str = "torch"
+    flip: bool = False
+    onnx_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"job kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.kind == "embed" and (self.backend != "torch" or self.flip):
+            raise ValueError("embed writes the torch predictor's embeddings; use --backend torch without --flip")
+
+    def check(self) -> None:
+        """Fail early, without loading the model, when its weights (or ONNX files) are not
+        there: the error names what is missing and how to get it."""
+        from ..checkpoints import load_model, weights_file
+
+        if self.backend != "torch" and self.onnx_dir is not None and not Path(self.onnx_dir).is_dir():
+            raise FileNotFoundError(f"--onnx-dir {self.onnx_dir} not found; write it with `promptseg export`")
+        if not weights_file(self.model, self.checkpoint).is_file():
+            load_model(self.model, self.checkpoint)  # raises the loader's message for what is missing
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.output)
+
+    def target(self, name: str) -> Path:
+        """The file whose presence marks an image done (written last, atomically)."""
+        if self.kind == "engine":
+            from .annotate import annotate_target
+
+            return annotate_target(self.folder, name)
+        if self.kind == "embed":
+            return self.folder / f"{name}.safetensors"
+        from .local import result_path
+
+        return result_path(self.folder, name, self.fmt)
+
+    def predictor(self, device: str = "cpu"):
+        from ..predict import load_predictor
+
+        return load_predictor(self.model, checkpoint=self.checkpoint, backend=self.backend, flip=self.flip,
+                              onnx_dir=self.onnx_dir, device=device)
+
+    def processor(self, predictor=None) -> Callable[[Item], int]:
+        """The per-image step (writes that image's outputs, returns its mask count), on
+        `predictor` or on one built from this spec."""
+        predictor = predictor if predictor is not None else self.predictor()
+        if self.kind == "embed":
+            return embed_processor(predictor, self.folder)
+        from ..everything import MaskGenerator
+
+        generator = MaskGenerator(predictor, **{**self.generator, "output_mode": "coco_rle"})
+        if self.kind == "engine":
+            from .annotate import annotate_processor
+
+            return annotate_processor(generator, self.folder)
+        from .local import everything_processor
+
+        return everything_processor(generator, self.folder, self.fmt, self.overlays)
+
+    def finish(self, names: list[str]) -> None:
+        """Work after every image is done: COCO's one annotations file."""
+        if self.kind == "everything" and self.fmt == "coco":
+            from ..formats import merge_coco
+
+            merge_coco([(i, self.target(n)) for i, n in enumerate(names, start=1)], self.folder / "annotations.json")
+
+
+def embed_processor(predictor, out_dir: Path) -> Callable[[Item], int]:
+    """Embed each image and write `<name>.safetensors`, recording the file it was made from."""
+
+    def process(item: Item) -> int:
+        predictor.set_image(item.path)
+        predictor.save_embedding(out_dir / f"{item.name}.safetensors",
+                                 extra={"source_sha256": item.key, "file_name": item.path.name})
+        return 0
+
+    return process

@@ -130,6 +130,9 @@ def test_manifest_lists_the_inputs(photos, tmp_path):
     assert out.returncode == 1 and "pip install 'promptseg[ray]'" in out.stderr and "Traceback" not in out.stderr
     out = run("embed", photos / "crop.png", "-o", tmp_path / "y", "--engine", "ray", "--workers", "3,1")
     assert out.returncode == 1 and "--workers must be N or MIN,MAX" in out.stderr
+    out = run("everything", photos / "crop.png", "-o", tmp_path / "z", "--format", "coco", "--shards", "2")
+    assert out.returncode == 1 and "--shards packs SA-1B image + JSON pairs" in out.stderr
+    assert not (tmp_path / "z").exists() or not any((tmp_path / "z").rglob("*.json"))
 
 
 def test_a_killed_worker_is_replaced_and_every_image_is_written_once(photos, tmp_path):
@@ -184,3 +187,39 @@ def test_joining_a_running_cluster_by_address(photos, tmp_path):
         assert sorted(p.name for p in (tmp_path / "out").glob("*.json")) == ["coffee.json", "crop.json"]
     finally:
         subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120, env=env)
+
+
+def test_shards_hold_every_pair_once_and_read_back_as_sa1b(photos, tmp_path):
+    """`--shards 2` on Ray: tar files of image + JSON pairs, every image once, that our SA-1B
+    reader reads after unpacking; index.parquet has a row per input, failures included, and a
+    re-run (here local) keeps the mask counts of the images it skips."""
+    import tarfile
+
+    import pyarrow.parquet as pq
+
+    from promptseg.train.data import read_sa1b
+
+    out = tmp_path / "shard"
+    res = run("engine", photos, "-o", out, "--engine", "ray", "--shards", "2", *GRID)
+    assert res.returncode == 1 and "corrupt.png" in res.stderr, res.stderr
+    tars = sorted(out.glob("sa_*.tar"))
+    assert [t.name for t in tars] == ["sa_000000.tar", "sa_000001.tar", "sa_000002.tar"]
+    unpacked = tmp_path / "unpacked"
+    members = []
+    for t in tars:
+        with tarfile.open(t) as tar:
+            members += tar.getnames()
+            tar.extractall(unpacked, filter="data")
+    assert len(members) == len(set(members)) == 10  # five images and their JSONs, once each
+    entries = read_sa1b(unpacked)
+    assert sorted(e.image_path.name for e in entries) == sorted(m for m in members if not m.endswith(".json"))
+    index = pq.read_table(out / "index.parquet").to_pylist()
+    assert [r["image_id"] for r in index] == list(range(1, 7))
+    failed = [r for r in index if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["path"].endswith("corrupt.png") and "cannot read" in failed[0]["error"]
+    done = {r["name"]: (r["masks"], r["shard"]) for r in index if r["status"] == "done"}
+    assert len(done) == 5 and all(shard.startswith("sa_0000") for _, shard in done.values())
+    again = run("engine", photos, "-o", out, "--shards", "2", *GRID)
+    assert again.returncode == 1
+    index = pq.read_table(out / "index.parquet").to_pylist()
+    assert {r["name"]: (r["masks"], r["shard"]) for r in index if r["status"] == "skipped"} == done

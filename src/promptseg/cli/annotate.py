@@ -34,6 +34,8 @@ def engine(
         None, help="Keep masks at least this stable [default: the model's; 0.95 for SAM]."
     ),
     min_mask_region_area: int = typer.Option(100, help="Remove holes and islands smaller than this (pixels)."),
+    shards: int | None = typer.Option(None, "--shards", help="Also pack the results as SA-1B tar files of N image + "
+                                      "JSON pairs (sa_000000.tar, ...) with an index.parquet of every input."),
     manifest: Path | None = _E["manifest"],
     engine: str = _E["engine"],
     ray_address: str | None = _E["ray_address"],
@@ -61,7 +63,7 @@ def engine(
         spec = JobSpec("engine", str(output), generator=options, model=model,
                        checkpoint=None if checkpoint is None else str(checkpoint))
         predictor = load_predictor(model, checkpoint=checkpoint) if ray is None else None
-        summary = run_job(spec, paths, engine, ray, quiet, "annotating", predictor)
+        summary = run_job(spec, paths, engine, ray, quiet, "annotating", predictor, shards)
     failures = [(m, "no such file, or the pattern matched nothing") for m in missing] + summary.failures
     if not quiet:
         typer.echo(f"{summary.done} images annotated, {summary.masks} masks kept, {len(failures)} failed; "

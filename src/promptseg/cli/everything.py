@@ -53,6 +53,8 @@ def everything(
     backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
     onnx_dir: Path | None = typer.Option(None, "--onnx-dir", help="Folder written by `promptseg export`."),
     flip: bool = typer.Option(False, "--flip", help=FLIP_HELP),
+    shards: int | None = typer.Option(None, "--shards", help="Also pack the results as SA-1B tar files of N image + "
+                                      "JSON pairs (sa_000000.tar, ...) with an index.parquet of every input."),
     manifest: Path | None = _E["manifest"],
     engine: str = _E["engine"],
     ray_address: str | None = _E["ray_address"],
@@ -103,7 +105,7 @@ def everything(
         predictor = None
         if ray is None:  # built here, so a bad model fails before any image (Ray's workers build their own)
             predictor = load_predictor(model, checkpoint=checkpoint, backend=backend, flip=flip, onnx_dir=onnx_dir)
-        summary = run_job(spec, paths, engine, ray, quiet, "everything", predictor)
+        summary = run_job(spec, paths, engine, ray, quiet, "everything", predictor, shards)
     failures = [(m, "no such file, or the pattern matched nothing") for m in missing] + summary.failures
     if not quiet:
         typer.echo(

@@ -54,13 +54,18 @@ def parse_workers(text: str) -> tuple[int, int]:
 
 
 def run_job(spec: JobSpec, paths: list[Path], engine: str = "local", ray: RayOptions | None = None,
-            quiet: bool = False, label: str | None = None, predictor=None) -> BatchSummary:
+            quiet: bool = False, label: str | None = None, predictor=None, shards: int | None = None) -> BatchSummary:
     """Run `spec` over `paths`: each image's outputs written atomically, images already done
     skipped, failures recorded while the rest go on (`promptseg.engine.batch`), with a progress
     display (images, masks, images per minute, failures) unless `quiet`. `predictor`: the local
-    engine's, when the caller built it already."""
+    engine's, when the caller built it already. `shards`: afterwards, pack the image + JSON
+    pairs into tar files of that many pairs and write `index.parquet` (`promptseg.engine.shards`)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if shards is not None:
+        from .shards import shard_pairs
+
+        shard_pairs(spec, [], [])  # refuses a job whose outputs are not SA-1B pairs, before any work
     names = output_names(paths)
     started = time.perf_counter()
     with progress(len(paths), label or spec.kind, quiet, info="") as advance:
@@ -74,4 +79,8 @@ def run_job(spec: JobSpec, paths: list[Path], engine: str = "local", ray: RayOpt
 
             summary = run_on_ray(spec, paths, names, ray or RayOptions(), after_each)
     spec.finish(names)
+    if shards is not None:
+        from .shards import write_index, write_shards
+
+        write_index(spec, summary.results, write_shards(spec, paths, names, shards))
     return summary

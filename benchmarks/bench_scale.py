@@ -4,6 +4,12 @@ its own empty folder, in turn. Images per minute, and Ray's cost per image over 
 
     .venv/bin/python benchmarks/bench_scale.py [--images 100] [--grid 16] [--photos DIR] [--json out.json]
     .venv/bin/python benchmarks/bench_scale.py --plot out.json -o docs/scale_throughput.png   # its picture
+    .venv/bin/python benchmarks/bench_scale.py --cost tiny,vit_b,sam2.1_hiera_t   # seconds an image, per model
+
+`--cost`: one everything-mode job per model type (SAM's defaults: 32x32 grid; thresholds 0, so
+every candidate goes through the whole pipeline as the confident masks of real weights would)
+on one 2250x1500 photo (SA-1B's usual size), after a warm-up: the CPU seconds of an image, for
+the cost model in docs/scale.md. Models without weights here run on random ones.
 
 Photos: the first N image files under DIR (default: ../shared/eval-data, where present; else
 the bundled samples resized and repeated), used for timing only.
@@ -70,15 +76,57 @@ def plot(results: Path, target: Path) -> None:
     fig.savefig(target)
 
 
+def cost(models: list[str], grid: int) -> list[dict]:
+    """Seconds an image (embedding, then everything mode) for each model type, on this machine."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from promptseg import MaskGenerator, Predictor, build_model, load_model
+
+    photo = np.asarray(Image.open(sample_image_path("coffee.png")).convert("RGB").resize((2250, 1500), Image.BICUBIC))
+    rows = []
+    for name in models:
+        try:
+            sam = load_model(name)
+        except (FileNotFoundError, ValueError):
+            torch.manual_seed(0)
+            sam = build_model(name)  # random weights: the same work
+        predictor = Predictor(sam)
+        generator = MaskGenerator(predictor, points_per_side=grid, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+        predictor.set_image(photo)  # warm-up
+        t0 = time.perf_counter()
+        predictor.set_image(photo)
+        embed = time.perf_counter() - t0
+        state = predictor.image_state
+        t0 = time.perf_counter()
+        masks = len(generator.generate(photo, image_state=state))
+        rest = time.perf_counter() - t0
+        rows.append({"model": name, "embed_s": embed, "generator_s": rest, "image_s": embed + rest, "masks": masks})
+        print(f"  {name:18s} embedding {embed:6.2f} s + everything {rest:6.2f} s = {embed + rest:6.2f} s an image "
+              f"({masks} masks)", flush=True)
+        del sam, predictor, generator
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--plot", type=Path, help="draw the picture of a --json file instead of measuring")
     ap.add_argument("-o", "--output", type=Path, default=Path("scale_throughput.png"), help="the picture (--plot)")
+    ap.add_argument("--cost", help="comma-separated model types: seconds an image for each (see above)")
     ap.add_argument("--images", type=int, default=100)
     ap.add_argument("--grid", type=int, default=16, help="points per side of everything mode")
     ap.add_argument("--photos", type=Path, default=REPO.parent / "shared" / "eval-data")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if args.cost:
+        machine = Machine.start()
+        rows = cost(args.cost.split(","), args.grid)
+        summary = machine.stop()
+        print(machine.line())
+        if args.json:
+            args.json.write_text(json.dumps({"cost": rows, "machine": summary, "args": vars(args)}, indent=2, default=str))
+        return
     if args.plot:
         plot(args.plot, args.output)
         return

@@ -15,6 +15,23 @@ from pycocotools import mask as mask_utils
 
 REPO = Path(__file__).resolve().parents[1]  # the repository's root
 
+# Prompts on coffee.png (600x400) that the parity tests ask of both sides.
+PROMPTS = {
+    "one point": dict(point_coords=np.array([[300.0, 200.0]]), point_labels=np.array([1])),
+    "points with negatives": dict(
+        point_coords=np.array([[300.0, 200.0], [120.0, 80.0], [450.0, 330.0], [520.0, 60.0]]),
+        point_labels=np.array([1, 0, 1, 0]),
+    ),
+    "box": dict(box=np.array([150.0, 60.0, 470.0, 380.0])),
+    "box and points": dict(
+        box=np.array([150.0, 60.0, 470.0, 380.0]),
+        point_coords=np.array([[300.0, 200.0], [200.0, 100.0]]),
+        point_labels=np.array([1, 0]),
+    ),
+}
+BATCHED_BOXES = dict(box=np.array([[150.0, 60.0, 470.0, 380.0], [20.0, 30.0, 200.0, 250.0]]))
+
+
 
 def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give every parameter and saved buffer random values of a sensible scale.

@@ -111,6 +111,30 @@ def test_click_to_segment_in_a_browser(browser, tmp_path):
         page.close()
 
 
+def drag_box(page, x0: float, y0: float, x1: float, y1: float) -> None:
+    """Drag a box over the photo from image pixel (x0, y0) to (x1, y1)."""
+    box = page.locator("#view").bounding_box()
+    s = box["width"] / page.evaluate("() => document.getElementById('view').width")
+    page.mouse.move(box["x"] + x0 * s, box["y"] + y0 * s)
+    page.mouse.down()
+    page.mouse.move(box["x"] + (x0 + x1) / 2 * s, box["y"] + (y0 + y1) / 2 * s, steps=4)
+    page.mouse.move(box["x"] + x1 * s, box["y"] + y1 * s, steps=4)
+    page.mouse.up()
+
+
+def watched_page(browser):
+    """A new page, with the errors it shows (script errors, console errors, HTTP errors) and
+    the URLs it requests collected as it runs."""
+    page = browser.new_page(viewport={"width": 1100, "height": 800}, accept_downloads=True)
+    errors: list[str] = []
+    requests: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    return page, errors, requests
+
+
 def download_mask(page, tmp_path: Path, name: str) -> np.ndarray:
     with page.expect_download() as dl:
         page.click("#download-png")
@@ -140,13 +164,7 @@ def test_decoding_in_the_browser(browser, web_runtime, tmp_path):
     SHOTS.mkdir(parents=True, exist_ok=True)
     photo = sample_image_path("coffee.png")
     with running_server("--web-runtime", str(web_runtime)) as (url, _):
-        page = browser.new_page(viewport={"width": 1100, "height": 800}, accept_downloads=True)
-        errors: list[str] = []
-        requests: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("request", lambda r: requests.append(r.url))
-        page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        page, errors, requests = watched_page(browser)
         page.goto(url)
         page.wait_for_function("() => !document.getElementById('local-group').hidden", timeout=30000)
         assert page.is_checked("#local")
@@ -184,13 +202,7 @@ def test_decoding_in_the_browser(browser, web_runtime, tmp_path):
 
         # a box dragged over the photo, decoded in the page too
         page.click("#reset")
-        box = page.locator("#view").bounding_box()
-        s = box["width"] / page.evaluate("() => document.getElementById('view').width")
-        page.mouse.move(box["x"] + 220 * s, box["y"] + 120 * s)
-        page.mouse.down()
-        page.mouse.move(box["x"] + 300 * s, box["y"] + 200 * s, steps=4)
-        page.mouse.move(box["x"] + 380 * s, box["y"] + 280 * s, steps=4)
-        page.mouse.up()
+        drag_box(page, 220, 120, 380, 280)
         page.wait_for_function("() => document.getElementById('view').dataset.masks === '2'", timeout=60000)
         drawn = page.evaluate("() => document.getElementById('view').dataset.box")
         local = download_mask(page, tmp_path, "box.png")
@@ -225,13 +237,7 @@ def test_decoding_a_sam2_model_in_the_browser(browser, web_runtime, tmp_path, sa
     choice), and its masks equal the server's."""
     photo = sample_image_path("coffee.png")
     with running_server("--checkpoint", str(sam2_t_checkpoint[1]), "--web-runtime", str(web_runtime)) as (url, _):
-        page = browser.new_page(viewport={"width": 1100, "height": 800}, accept_downloads=True)
-        errors: list[str] = []
-        requests: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("request", lambda r: requests.append(r.url))
-        page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        page, errors, requests = watched_page(browser)
         page.goto(url)
         page.wait_for_function("() => !document.getElementById('local-group').hidden", timeout=30000)
         if page.input_value("#refine") != "none":
@@ -253,12 +259,7 @@ def test_decoding_a_sam2_model_in_the_browser(browser, web_runtime, tmp_path, sa
         assert np.allclose(shown, scores, atol=0.006)
 
         page.click("#reset")
-        box = page.locator("#view").bounding_box()
-        s = box["width"] / page.evaluate("() => document.getElementById('view').width")
-        page.mouse.move(box["x"] + 220 * s, box["y"] + 120 * s)
-        page.mouse.down()
-        page.mouse.move(box["x"] + 380 * s, box["y"] + 280 * s, steps=6)
-        page.mouse.up()
+        drag_box(page, 220, 120, 380, 280)
         page.wait_for_function("() => document.getElementById('view').dataset.masks === '2'", timeout=120000)
         drawn = [float(v) for v in page.evaluate("() => document.getElementById('view').dataset.box").split(",")]
         local = download_mask(page, tmp_path, "box.png")

@@ -14,26 +14,17 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import agreement, assert_close_scaled
+from helpers import BATCHED_BOXES, agreement, assert_close_scaled
+from helpers import PROMPTS as SHARED_PROMPTS
 from promptseg import Predictor, default_model, sample_image_path
 from promptseg.export import OnnxPredictor, export_model
 
 PROMPTS = {
-    "one point": dict(point_coords=np.array([[300.0, 200.0]]), point_labels=np.array([1])),
-    "points with negatives": dict(
-        point_coords=np.array([[300.0, 200.0], [120.0, 80.0], [450.0, 330.0], [520.0, 60.0]]),
-        point_labels=np.array([1, 0, 1, 0]),
-    ),
+    **SHARED_PROMPTS,
     "many points": dict(
         point_coords=np.random.default_rng(0).uniform(10, 390, (14, 2)), point_labels=np.arange(14) % 2
     ),
-    "box": dict(box=np.array([150.0, 60.0, 470.0, 380.0])),
-    "box and points": dict(
-        box=np.array([150.0, 60.0, 470.0, 380.0]),
-        point_coords=np.array([[300.0, 200.0], [200.0, 100.0]]),
-        point_labels=np.array([1, 0]),
-    ),
-    "batched boxes": dict(box=np.array([[150.0, 60.0, 470.0, 380.0], [20.0, 30.0, 200.0, 250.0]])),
+    "batched boxes": BATCHED_BOXES,
 }
 
 

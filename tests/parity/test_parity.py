@@ -7,24 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import agreement, assert_close_scaled
+from helpers import PROMPTS, agreement, assert_close_scaled
 from promptseg import Predictor
 
 H, W = 400, 600  # coffee.png
-
-PROMPTS = {
-    "one point": dict(point_coords=np.array([[300.0, 200.0]]), point_labels=np.array([1])),
-    "points with negatives": dict(
-        point_coords=np.array([[300.0, 200.0], [120.0, 80.0], [450.0, 330.0], [520.0, 60.0]]),
-        point_labels=np.array([1, 0, 1, 0]),
-    ),
-    "box": dict(box=np.array([150.0, 60.0, 470.0, 380.0])),
-    "box and points": dict(
-        box=np.array([150.0, 60.0, 470.0, 380.0]),
-        point_coords=np.array([[300.0, 200.0], [200.0, 100.0]]),
-        point_labels=np.array([1, 0]),
-    ),
-}
 
 
 def _compare(ref_pred, our_pred, kwargs, multimask):

@@ -8,23 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import PROMPTS as SHARED_PROMPTS
 from helpers import agreement, assert_close_scaled, assert_records_match, randomize_
 from promptseg import Predictor, build_model
 
 SIZES = ("t", "s", "b+", "l")
 
 PROMPTS = {
-    "one point": dict(point_coords=np.array([[300.0, 200.0]]), point_labels=np.array([1])),
-    "points with negatives": dict(
-        point_coords=np.array([[300.0, 200.0], [120.0, 80.0], [450.0, 330.0], [520.0, 60.0]]),
-        point_labels=np.array([1, 0, 1, 0]),
-    ),
-    "box": dict(box=np.array([150.0, 60.0, 470.0, 380.0])),
-    "box and points": dict(
-        box=np.array([150.0, 60.0, 470.0, 380.0]),
-        point_coords=np.array([[300.0, 200.0], [200.0, 100.0]]),
-        point_labels=np.array([1, 0]),
-    ),
+    **SHARED_PROMPTS,
     "batched boxes": dict(box=np.array([[150.0, 60.0, 470.0, 380.0], [20.0, 30.0, 250.0, 200.0],
                                         [300.0, 100.0, 590.0, 390.0]])),
 }

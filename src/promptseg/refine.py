@@ -140,10 +140,14 @@ def grabcut_refine(
 
 
 def logits_to_mask_input(logits: np.ndarray, img_size: int, mask_input_size: tuple[int, int],
-                         pad_value: float = -20.0) -> np.ndarray:
+                         pad_value: float = -20.0, square: bool = False) -> np.ndarray:
     """Full-size logits (H, W) -> a mask input (1, h, w) in the model's low-res frame: resized as
-    the image is (longest side to `img_size`), padded to the square, then area-averaged down."""
+    the image is (longest side to `img_size`), padded to the square, then area-averaged down;
+    with `square` (SAM 2's frame), stretched to the square as the image is."""
     h, w = logits.shape
+    if square:
+        stretched = cv2.resize(logits.astype(np.float32), (img_size, img_size), interpolation=cv2.INTER_LINEAR)
+        return cv2.resize(stretched, (mask_input_size[1], mask_input_size[0]), interpolation=cv2.INTER_AREA)[None]
     ih, iw = preprocess_shape(h, w, img_size)
     square = np.full((img_size, img_size), pad_value, np.float32)
     square[:ih, :iw] = cv2.resize(logits.astype(np.float32), (iw, ih), interpolation=cv2.INTER_LINEAR)
@@ -227,7 +231,8 @@ def zoom_refine(
     # refinement loop; a box alone is asked as it was.
     lone_click = boxes is None and coords is not None and len(coords) == 1 and "point_coords" in kw
     if coords is not None and not lone_click:
-        kw["mask_input"] = logits_to_mask_input(logits[y0:y1, x0:x1], img_size, mask_input_size)
+        kw["mask_input"] = logits_to_mask_input(logits[y0:y1, x0:x1], img_size, mask_input_size,
+                                                square=getattr(predictor, "square_input", False))
     saved = predictor.image_state if predictor.is_image_set else None
     try:
         predictor.set_image(np.ascontiguousarray(rgb[y0:y1, x0:x1]))

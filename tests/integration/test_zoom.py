@@ -56,6 +56,38 @@ def test_logits_to_mask_input_is_the_low_res_frame_of_the_answer():
     assert iou(back > 0, logits > 0) > 0.95
 
 
+def test_mask_input_in_sam2s_square_frame(sam2_t_checkpoint, monkeypatch):
+    """SAM 2 stretches an image to its square input: the mask input of an answer is stretched
+    too (no padding), so it lands where a SAM 2 predictor's own low-res logits of it would; and
+    zoom refinement on a SAM 2 predictor uses that frame (a crop cut short by the image's border
+    is not square)."""
+    from PIL import Image
+
+    from promptseg import build_model, refine
+    from promptseg.predict import FlipPredictor
+    from promptseg.transforms import original_frame_logits
+
+    logits = np.full((200, 300), -8.0, np.float32)
+    logits[40:120, 90:210] = 8.0
+    low = logits_to_mask_input(logits, 1024, (256, 256), square=True)
+    assert low.shape == (1, 256, 256) and (low[0, -10:] < 0).all() and (low[0, 60:150, 80:170] > 0).all()
+    back = original_frame_logits(low[None], (200, 300), return_logits=True)[0, 0]
+    assert iou(back > 0, logits > 0) > 0.95
+    predictor = Predictor(build_model(checkpoint=sam2_t_checkpoint[1]))
+    assert predictor.square_input and FlipPredictor(predictor).square_input
+    image = np.asarray(Image.open(sample_image_path("coffee.png")).convert("RGB").resize((1500, 300)))
+    predictor.set_image(image)
+    clicks, labels = np.array([[750.0, 150.0], [700.0, 100.0]]), np.array([1, 0])
+    box = np.array([680.0, 90.0, 820.0, 210.0])
+    answer = predictor.predict(clicks, labels, box, multimask_output=False, return_logits=True)[0][0]
+    frames = []
+    spy = refine.logits_to_mask_input
+    monkeypatch.setattr(refine, "logits_to_mask_input", lambda *a, **k: frames.append((a[0].shape, k)) or spy(*a, **k))
+    zoomed = zoom_refine(predictor, image, answer, clicks, labels, box)
+    assert zoomed.shape == answer.shape and np.isfinite(zoomed).all()
+    assert frames == [((300, 410), {"square": True})]  # a 410 x 300 crop, stretched as SAM 2 stretches it
+
+
 def test_zoom_sharpens_small_objects_and_restores_the_image(predictor, small_objects):
     before, after_box, plain_click, zoom_click = [], [], [], []
     for inst in small_objects:

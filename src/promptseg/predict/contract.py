@@ -45,6 +45,8 @@ class PromptPredictor(Protocol):
     def settings(self) -> WeightsSettings: ...  # chosen for the loaded weights (promptseg.weights)
     @property
     def low_res_limit(self) -> float | None: ...  # `predict` clamps returned low-res logits to +-this (SAM 2)
+    @property
+    def square_input(self) -> bool: ...  # the image is stretched to the square input (SAM 2), not padded
 
     # the embedded image
     def set_image(self, image: ImageLike, image_format: str = "RGB") -> None:

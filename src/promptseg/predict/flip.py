@@ -179,5 +179,5 @@ def _passed_on(name: str) -> property:
 
 # the embedded image's and the model's sizes, threshold and settings are the wrapped predictor's
 for _name in ("original_size", "input_size", "mask_threshold", "img_size", "mask_input_size", "model_type", "settings",
-              "low_res_limit"):
+              "low_res_limit", "square_input"):
     setattr(FlipPredictor, _name, _passed_on(_name))

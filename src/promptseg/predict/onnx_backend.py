@@ -75,6 +75,7 @@ class OnnxPredictor(EmbeddedImage):
             self.embedding_shape = tuple(int(v) for v in meta["embedding_shape"].split(","))
             self.mask_threshold = float(meta["mask_threshold"]) if mask_threshold is None else float(mask_threshold)
             self.family = meta.get("family", "sam")
+            self.square_input = self.family == "sam2"
             if self.family == "sam2":
                 self.low_res_limit = float(meta["low_res_limit"])
                 self.high_res_shapes = tuple(

@@ -51,6 +51,7 @@ class EmbeddedImage:
     _state: ImageState | None = None
     _how_to_set = "call set_image(image) first"
     low_res_limit: float | None = None  # `predict` returns low-res logits clamped to +-this (SAM 2: 32)
+    square_input: bool = False  # the image is stretched to the model's square input (SAM 2), not padded
 
     @property
     def is_image_set(self) -> bool:

@@ -55,6 +55,7 @@ class Predictor(EmbeddedImage):
         self.max_hole_area = float(max_hole_area)
         self.max_sprinkle_area = float(max_sprinkle_area)
         self.low_res_limit = sam_model.low_res_limit
+        self.square_input = sam_model.square_input
         self._state: ImageState | None = None
         self._batch: list[ImageState] = []
 

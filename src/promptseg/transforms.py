@@ -108,9 +108,9 @@ def fill_holes_and_sprinkles(low_res: np.ndarray, threshold: float = 0.0, max_ho
     `max_sprinkle_area` background (threshold - 10). Both are found on the logits as given."""
     import cv2
 
-    out = np.array(low_res, dtype=np.float32, copy=True)
     if max_hole_area <= 0 and max_sprinkle_area <= 0:
-        return out
+        return np.asarray(low_res, dtype=np.float32)
+    out = np.array(low_res, dtype=np.float32, copy=True)
     for idx in np.ndindex(*out.shape[:-2]):
         logits = np.asarray(low_res[idx], dtype=np.float32)
         for limit, region, value in ((max_hole_area, logits <= threshold, threshold + 10.0),
@@ -122,6 +122,13 @@ def fill_holes_and_sprinkles(low_res: np.ndarray, threshold: float = 0.0, max_ho
             if small.size:
                 out[idx][np.isin(labels, small)] = value
     return out
+
+
+def check_clean_up(max_hole_area: float, max_sprinkle_area: float) -> None:
+    """ValueError unless both of `fill_holes_and_sprinkles`'s areas are numbers >= 0."""
+    for name, value in (("max_hole_area", max_hole_area), ("max_sprinkle_area", max_sprinkle_area)):
+        if not (isinstance(value, (int, float)) and value >= 0):
+            raise ValueError(f"{name} must be a number of low-res pixels >= 0 (0: off), got {value!r}")
 
 
 def input_frame_logits(low_res: np.ndarray, input_size: tuple[int, int], img_size: int) -> np.ndarray:
@@ -178,3 +185,23 @@ def upscale_logits(
     return original_frame_logits(
         input_frame_logits(low_res, input_size, img_size), original_size, threshold, return_logits
     )
+
+
+def full_size_logits_np(
+    low_res: np.ndarray,
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
+    img_size: int,
+    threshold: float = 0.0,
+    return_logits: bool = False,
+    square: bool = False,
+    max_hole_area: float = 0.0,
+    max_sprinkle_area: float = 0.0,
+) -> np.ndarray:
+    """Low-res logits (B, M, h, w) -> full-size masks (bool) or logits, as the predictors bring
+    them there: SAM 2's hole and speck clean-up when asked for, then SAM 2's one bilinear step
+    from the square (`square`) or SAM's two (`upscale_logits`)."""
+    low_res = fill_holes_and_sprinkles(low_res, threshold, max_hole_area, max_sprinkle_area)
+    if square:
+        return original_frame_logits(low_res, original_size, threshold, return_logits)
+    return upscale_logits(low_res, input_size, original_size, img_size, threshold, return_logits)

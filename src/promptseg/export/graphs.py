@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..model import Sam
+from ..model.mask_decoder import stable_or_fallback
 from ..model.prompt_encoder import draw_prompt_mask, paint_clicks
 from ..model.sam import full_size_logits
 
@@ -79,12 +80,15 @@ class DecoderGraph(nn.Module):
         no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
         return has * pe.mask_downscaling(mask_input) + (1 - has) * no_mask
 
-    def answer(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
-        """The decoder's low-res logits and IoU predictions of all four mask tokens."""
+    def answer(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input, high_res=None,
+               object_scores: bool = False):
+        """The decoder's low-res logits and IoU predictions of all four mask tokens (and the
+        object-score logits, with `object_scores`); SAM 2 also reads the `high_res` levels."""
         labels = point_labels.float()
         sparse = self.sparse_embedding(point_coords, labels)
         dense = self.dense_embedding(point_coords, labels, mask_input, has_mask_input)
-        return self.sam.mask_decoder.predict_masks(image_embeddings, self.image_pe, sparse, dense)
+        return self.sam.mask_decoder.predict_masks(image_embeddings, self.image_pe, sparse, dense, high_res=high_res,
+                                                   object_scores=object_scores)
 
     def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input, orig_im_size):
         low_res, iou = self.answer(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
@@ -134,13 +138,8 @@ class Sam2DecoderGraph(DecoderGraph):
 
     def forward(self, image_embeddings, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input,
                 has_mask_input, orig_im_size):
-        labels = point_labels.float()
-        sparse = self.sparse_embedding(point_coords, labels)
-        dense = self.dense_embedding(point_coords, labels, mask_input, has_mask_input)
-        low_res, iou, obj = self.sam.mask_decoder.predict_masks(
-            image_embeddings, self.image_pe, sparse, dense, high_res=(high_res_feats_0, high_res_feats_1),
-            object_scores=True,
-        )
+        low_res, iou, obj = self.answer(image_embeddings, point_coords, point_labels, mask_input, has_mask_input,
+                                        (high_res_feats_0, high_res_feats_1), object_scores=True)
         if self.return_single_mask:
             low_res, iou = self.dynamic_single_mask(low_res, iou, *self.sam.mask_decoder.dynamic_multimask)
         size = orig_im_size.to(torch.int64)
@@ -151,12 +150,7 @@ class Sam2DecoderGraph(DecoderGraph):
     def dynamic_single_mask(low_res: torch.Tensor, iou: torch.Tensor, delta: float,
                             threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
         """All four tokens' logits (B, 4, h, w) and IoU (B, 4) -> one mask per prompt."""
-        single = low_res[:, 0].flatten(1)
-        inner = (single > delta).sum(dim=1).float()
-        outer = (single > -delta).sum(dim=1).float()
-        stable = torch.where(outer > 0, inner / outer.clamp(min=1.0), torch.ones_like(outer)) >= threshold
         rows = torch.arange(iou.shape[0], device=iou.device)
         best = torch.argmax(iou[:, 1:], dim=1) + 1
-        mask = torch.where(stable[:, None, None, None], low_res[:, :1], low_res[rows, best].unsqueeze(1))
-        score = torch.where(stable[:, None], iou[:, :1], iou[rows, best].unsqueeze(1))
-        return mask, score
+        return stable_or_fallback(low_res[:, :1], low_res[rows, best].unsqueeze(1), iou[:, :1],
+                                  iou[rows, best].unsqueeze(1), delta, threshold)

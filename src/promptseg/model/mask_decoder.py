@@ -182,13 +182,7 @@ class MaskDecoder(nn.Module):
         best = iou[:, 1:].argmax(dim=1) + 1
         pair = torch.stack([hyper_in[:, 0], hyper_in[rows, best]], dim=1)
         masks = self._upscale_masks(src, pair, h, w, high_res)
-        single = masks[:, 0].flatten(1)
-        inner = (single > delta).sum(dim=1).float()
-        outer = (single > -delta).sum(dim=1).float()
-        stable = torch.where(outer > 0, inner / outer, 1.0) >= threshold
-        mask = torch.where(stable[:, None, None, None], masks[:, :1], masks[:, 1:])
-        score = torch.where(stable[:, None], iou[:, :1], iou[rows, best][:, None])
-        return mask, score
+        return stable_or_fallback(masks[:, :1], masks[:, 1:], iou[:, :1], iou[rows, best][:, None], delta, threshold)
 
     def _upscale_masks(self, src: torch.Tensor, hyper_in: torch.Tensor, h: int, w: int,
                        high_res: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
@@ -275,6 +269,19 @@ class MaskDecoder(nn.Module):
 
 
 _BAND_TOKENS = 4096  # tokens upscaled at once without autograd: SAM's whole 64x64 grid
+
+
+def stable_or_fallback(single: torch.Tensor, fallback: torch.Tensor, single_iou: torch.Tensor,
+                       fallback_iou: torch.Tensor, delta: float, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM 2's single-mask choice: per prompt, the single-mask logits (B, 1, h, w) and IoU (B, 1)
+    where they are stable (the area above +delta over the area above -delta at least
+    `threshold`), else the fallback's."""
+    flat = single.flatten(1)
+    inner = (flat > delta).sum(dim=1).float()
+    outer = (flat > -delta).sum(dim=1).float()
+    stable = torch.where(outer > 0, inner / outer.clamp(min=1.0), torch.ones_like(outer)) >= threshold
+    return (torch.where(stable[:, None, None, None], single, fallback),
+            torch.where(stable[:, None], single_iou, fallback_iou))
 
 
 def _rows(high_res, idx: torch.Tensor):

@@ -17,11 +17,10 @@ from ..prompts import check_prompts
 from ..transforms import (
     ResizeLongestSide,
     ResizeSquare,
-    fill_holes_and_sprinkles,
-    original_frame_logits,
+    check_clean_up,
+    full_size_logits_np,
     preprocess_shape,
     resize_square,
-    upscale_logits,
 )
 from ..weights import SAM2_SETTINGS, SAM_SETTINGS, SETTINGS_KEY, WeightsSettings
 from .contract import LowResAnswer
@@ -55,9 +54,7 @@ class OnnxPredictor(EmbeddedImage):
     def __init__(self, model_dir: str | os.PathLike, precision: str = "fp32", threads: int | None = None,
                  mask_threshold: float | None = None, max_hole_area: float = 0.0,
                  max_sprinkle_area: float = 0.0) -> None:
-        for name, value in (("max_hole_area", max_hole_area), ("max_sprinkle_area", max_sprinkle_area)):
-            if not (isinstance(value, (int, float)) and value >= 0):
-                raise ValueError(f"{name} must be a number of low-res pixels >= 0 (0: off), got {value!r}")
+        check_clean_up(max_hole_area, max_sprinkle_area)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         folder = Path(model_dir)
@@ -218,15 +215,8 @@ class OnnxPredictor(EmbeddedImage):
     def postprocess(self, low_res, state: ImageState, return_logits: bool = False) -> np.ndarray:
         """Low-res logits (B, C, h, w) -> full-size masks (bool) or logits: SAM's two bilinear
         steps, or SAM 2's one (after its hole and speck clean-up, when asked for)."""
-        if self.family == "sam2":
-            low_res = np.asarray(low_res, dtype=np.float32)
-            if self.max_hole_area > 0 or self.max_sprinkle_area > 0:
-                low_res = fill_holes_and_sprinkles(low_res, self.mask_threshold, self.max_hole_area,
-                                                   self.max_sprinkle_area)
-            return original_frame_logits(low_res, state.original_size, self.mask_threshold, return_logits)
-        return upscale_logits(
-            np.asarray(low_res), state.input_size, state.original_size, self.img_size, self.mask_threshold, return_logits
-        )
+        return full_size_logits_np(low_res, state.input_size, state.original_size, self.img_size, self.mask_threshold,
+                                   return_logits, self.square_input, self.max_hole_area, self.max_sprinkle_area)
 
     def decode_points(self, state: ImageState, points: np.ndarray,
                       min_iou: float | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -23,9 +23,9 @@ from ..prompts import check_prompts
 from ..transforms import (
     ResizeLongestSide,
     ResizeSquare,
+    check_clean_up,
     fill_holes_and_sprinkles,
-    original_frame_logits,
-    upscale_logits,
+    full_size_logits_np,
 )
 from ..weights import SAM2_SETTINGS, SAM_SETTINGS, WeightsSettings
 from .contract import LowResAnswer
@@ -49,9 +49,7 @@ class Predictor(EmbeddedImage):
         self.model = sam_model.eval()
         self.transform = (ResizeSquare if sam_model.square_input else ResizeLongestSide)(sam_model.img_size)
         self._mask_threshold = sam_model.mask_threshold if mask_threshold is None else float(mask_threshold)
-        for name, value in (("max_hole_area", max_hole_area), ("max_sprinkle_area", max_sprinkle_area)):
-            if not (isinstance(value, (int, float)) and value >= 0):
-                raise ValueError(f"{name} must be a number of low-res pixels >= 0 (0: off), got {value!r}")
+        check_clean_up(max_hole_area, max_sprinkle_area)
         self.max_hole_area = float(max_hole_area)
         self.max_sprinkle_area = float(max_sprinkle_area)
         self.low_res_limit = sam_model.low_res_limit
@@ -345,11 +343,6 @@ class Predictor(EmbeddedImage):
                     masks = self.model.postprocess_masks(self._cleaned(low_res), state.input_size, state.original_size)
                 return (masks if return_logits else masks > self.mask_threshold).cpu().numpy()
             low_res = low_res.detach().float().numpy()
-        low_res = np.asarray(low_res, dtype=np.float32)
-        if self.max_hole_area > 0 or self.max_sprinkle_area > 0:
-            low_res = fill_holes_and_sprinkles(low_res, self.mask_threshold, self.max_hole_area, self.max_sprinkle_area)
-        if self.model.square_input:  # SAM 2: one step from the low-res square to the original size
-            return original_frame_logits(low_res, state.original_size, self.mask_threshold, return_logits)
-        return upscale_logits(
-            low_res, state.input_size, state.original_size, self.model.img_size, self.mask_threshold, return_logits
-        )
+        return full_size_logits_np(low_res, state.input_size, state.original_size, self.model.img_size,
+                                   self.mask_threshold, return_logits, self.square_input, self.max_hole_area,
+                                   self.max_sprinkle_area)

@@ -208,15 +208,16 @@ def remove_partial_files(folder: Path) -> list[Path]:
 
 def run_batch(paths: list[Path], output: Path, target_of: Callable[[str], Path],
               process: Callable[[Item], int], after_each: Callable[[BatchSummary], None] = lambda s: None,
-              ) -> BatchSummary:
+              names: list[str] | None = None) -> BatchSummary:
     """Run `process` (which writes an input's outputs, `target_of(name)` last, and returns its
     mask count) over `paths`, into `output`: debris of killed runs removed first, inputs whose
     target was made from the same file skipped, and any failure of one input recorded in the
-    summary while the others go on. `after_each` sees the summary after every input."""
+    summary while the others go on. `after_each` sees the summary after every input;
+    `names` are the inputs' `output_names` when the caller has them already."""
     output.mkdir(parents=True, exist_ok=True)
     remove_partial_files(output)
     summary = BatchSummary(total=len(paths))
-    for image_id, (path, name) in enumerate(zip(paths, output_names(paths)), start=1):
+    for image_id, (path, name) in enumerate(zip(paths, names or output_names(paths)), start=1):
         add_result(summary, process_one(path, image_id, name, target_of, process))
         after_each(summary)
     return summary

@@ -34,6 +34,10 @@ class JobSpec:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"job kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        from .local import FORMATS
+
+        if self.kind == "everything" and self.fmt not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {self.fmt!r}")
         if self.kind == "embed" and (self.backend != "torch" or self.flip):
             raise ValueError("embed writes the torch predictor's embeddings; use --backend torch without --flip")
 

@@ -6,15 +6,13 @@ that cannot be read is reported and skipped, and the others go on."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from ..everything import MaskGenerator
-from ..formats import merge_coco, sa1b_json, write_png_masks
+from ..formats import sa1b_json, write_png_masks
 from ..io import overlay, read_image, write_image, write_json
 from ..masks import decode_coco_rle
-from ..progress import progress
-from .batch import BatchSummary, Item, output_names, run_batch
+from .batch import BatchSummary, Item
 
 FORMATS = ("sa1b", "coco", "png")
 
@@ -36,19 +34,12 @@ def everything_job(generator: MaskGenerator, paths: list[Path], output: Path, fm
     image; coco: one annotations.json; png: a folder of masks per image), with an overlay
     picture per image when `overlays`. The generator should give coco_rle records. What a
     re-run skips, and what a failure or a killed run leaves: `promptseg.engine.batch`."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    started = time.perf_counter()
-    process = everything_processor(generator, output, fmt, overlays)
-    with progress(len(paths), "everything", quiet, info="") as advance:
-        def after_each(summary: BatchSummary) -> None:
-            advance(info=summary.progress_text(time.perf_counter() - started))
+    from .jobs import JobSpec
+    from .run import run_job
 
-        summary = run_batch(paths, output, lambda name: result_path(output, name, fmt), process, after_each)
-    if fmt == "coco":
-        merge_coco([(i, result_path(output, n, fmt)) for i, n in enumerate(output_names(paths), start=1)],
-                   output / "annotations.json")
-    return summary
+    spec = JobSpec("everything", str(output), fmt=fmt, overlays=overlays)  # checks the format
+    return run_job(spec, paths, quiet=quiet, label="everything",
+                   process=everything_processor(generator, output, fmt, overlays))
 
 
 def everything_processor(generator: MaskGenerator, output: Path, fmt: str, overlays: bool):

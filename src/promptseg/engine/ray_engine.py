@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from .batch import BatchSummary, ItemResult, add_result, process_one, remove_partial_files
 from .jobs import JobSpec
 
-RESULT_FIELDS = ("image_id", "path", "name", "status", "masks", "error", "seconds", "pid")
+RESULT_FIELDS = tuple(f.name for f in fields(ItemResult))
 
 
 def _import_ray():

@@ -54,18 +54,19 @@ def parse_workers(text: str) -> tuple[int, int]:
 
 
 def run_job(spec: JobSpec, paths: list[Path], engine: str = "local", ray: RayOptions | None = None,
-            quiet: bool = False, label: str | None = None, predictor=None, shards: int | None = None) -> BatchSummary:
+            quiet: bool = False, label: str | None = None, predictor=None, shards: int | None = None,
+            process=None) -> BatchSummary:
     """Run `spec` over `paths`: each image's outputs written atomically, images already done
     skipped, failures recorded while the rest go on (`promptseg.engine.batch`), with a progress
     display (images, masks, images per minute, failures) unless `quiet`. `predictor`: the local
-    engine's, when the caller built it already. `shards`: afterwards, pack the image + JSON
+    engine's, when the caller built it already; `process`: its per-image step, likewise. `shards`: afterwards, pack the image + JSON
     pairs into tar files of that many pairs and write `index.parquet` (`promptseg.engine.shards`)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if shards is not None:
-        from .shards import shard_pairs
+        from .shards import check_shardable
 
-        shard_pairs(spec, [], [])  # refuses a job whose outputs are not SA-1B pairs, before any work
+        check_shardable(spec)  # before any work
     names = output_names(paths)
     started = time.perf_counter()
     with progress(len(paths), label or spec.kind, quiet, info="") as advance:
@@ -73,7 +74,8 @@ def run_job(spec: JobSpec, paths: list[Path], engine: str = "local", ray: RayOpt
             advance(completed=len(summary.results), info=summary.progress_text(time.perf_counter() - started))
 
         if engine == "local":
-            summary = run_batch(paths, spec.folder, spec.target, spec.processor(predictor), after_each)
+            summary = run_batch(paths, spec.folder, spec.target, process or spec.processor(predictor), after_each,
+                                names)
         else:
             from .ray_engine import run_on_ray
 

@@ -14,13 +14,18 @@ from .jobs import JobSpec
 INDEX_NAME = "index.parquet"
 
 
+def check_shardable(spec: JobSpec) -> None:
+    """ValueError for a job whose outputs are not SA-1B image + JSON pairs."""
+    if spec.kind == "embed" or (spec.kind == "everything" and spec.fmt != "sa1b"):
+        raise ValueError("--shards packs SA-1B image + JSON pairs: it takes everything's sa1b format or engine")
+
+
 def shard_pairs(spec: JobSpec, paths: list[Path], names: list[str]) -> list[tuple[str, Path, str, Path, str]]:
     """(output name, image file, its name in a tar, JSON file, its name in a tar) of every input whose result
     is there, in input order. The data engine's pairs go in as written (`sa_NAME.ext`,
     `sa_NAME.json`); everything mode's JSON goes in as `NAME.json` beside its input image as
     `NAME.ext`, so the pair shares a stem as SA-1B's do."""
-    if spec.kind == "embed" or (spec.kind == "everything" and spec.fmt != "sa1b"):
-        raise ValueError("--shards packs SA-1B image + JSON pairs: it takes everything's sa1b format or engine")
+    check_shardable(spec)
     pairs = []
     for path, name in zip(paths, names):
         target = spec.target(name)

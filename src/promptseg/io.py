@@ -7,12 +7,17 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
+from io import BytesIO
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ImageLike = str | os.PathLike | Image.Image | np.ndarray
+from .remote import IMAGE_SUFFIXES, RemoteFile, expand_uri, is_uri
+
+ImageLike = str | os.PathLike | RemoteFile | Image.Image | np.ndarray
+InputPath = Path | RemoteFile  # an input file of a job: a local path, or a URI (s3://, gs://, file://)
 
 
 SAMPLES = ("coffee.png", "chelsea.png")  # bundled photos (scikit-image's data, CC0)
@@ -99,7 +104,8 @@ def _bomb_message(exc: Image.DecompressionBombError) -> str:
 
 
 def read_image(source: ImageLike) -> np.ndarray:
-    """Read a path, PIL image or array into an HxWx3 uint8 RGB array, upright per its EXIF tag.
+    """Read a path, a URI (s3://, gs://, file://: `promptseg.remote`), a PIL image or an array
+    into an HxWx3 uint8 RGB array, upright per its EXIF tag.
 
     A file that cannot be decoded (not an image, truncated, a decompression bomb) raises
     ValueError saying why; a missing file FileNotFoundError."""
@@ -112,6 +118,10 @@ def read_image(source: ImageLike) -> np.ndarray:
             raise ValueError(f"cannot read the image: {_bomb_message(exc)}") from None
         except _READ_ERRORS as exc:
             raise ValueError(f"cannot read the image ({exc}); is it a complete image file?") from None
+    if is_uri(source):
+        source = RemoteFile(source)
+    if isinstance(source, RemoteFile):
+        return _decode(BytesIO(source.read_bytes()), source.uri)
     if not isinstance(source, (str, os.PathLike)):
         raise ValueError(f"cannot read an image from a {type(source).__name__}; pass a path, PIL image or array")
     path = Path(source)
@@ -119,14 +129,30 @@ def read_image(source: ImageLike) -> np.ndarray:
         raise FileNotFoundError(f"image file not found: {path}")
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not an image file")
+    return _decode(path, str(path))
+
+
+def _decode(file, label: str) -> np.ndarray:
     try:
-        with Image.open(path) as img:
+        with Image.open(file) as img:
             img.load()
             return _pil_to_rgb(img)
     except Image.DecompressionBombError as exc:
-        raise ValueError(f"cannot read {path}: {_bomb_message(exc)}") from None
+        raise ValueError(f"cannot read {label}: {_bomb_message(exc)}") from None
+    except UnidentifiedImageError:  # its message names the file object, not the file
+        raise ValueError(f"cannot read {label} as an image (not a format Pillow knows); is it an image file?") from None
     except _READ_ERRORS as exc:
-        raise ValueError(f"cannot read {path} as an image ({exc}); is it a complete image file?") from None
+        raise ValueError(f"cannot read {label} as an image ({exc}); is it a complete image file?") from None
+
+
+def open_input(path: InputPath) -> BinaryIO:
+    """An input file's bytes as a binary stream, local or named by a URI."""
+    return path.open() if isinstance(path, RemoteFile) else open(path, "rb")
+
+
+def input_path(text: str | os.PathLike) -> InputPath:
+    """An input as the engine keeps it: a `RemoteFile` for a URI, else a Path."""
+    return RemoteFile(text) if is_uri(text) else Path(text)
 
 
 PARTIAL_SUFFIX = ".partial"
@@ -224,18 +250,21 @@ def write_image(image: np.ndarray, path: str | os.PathLike) -> None:
         Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format=fmt)
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
-
-
-def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
+def expand_inputs(inputs: list[str]) -> tuple[list[InputPath], list[str]]:
     """Files, folders (their image files, sorted) and glob patterns -> image paths, plus
-    the inputs that matched nothing."""
+    the inputs that matched nothing. URIs (s3://, gs://, file://) are listed through pyarrow's
+    file systems and come back as `RemoteFile`s."""
     import glob
 
-    found: list[Path] = []
+    found: list[InputPath] = []
     missing: list[str] = []
     for item in inputs:
-        if any(c in item for c in "*?["):
+        if is_uri(item):
+            matches = expand_uri(item)
+            found += matches
+            if not matches:
+                missing.append(item)
+        elif any(c in item for c in "*?["):
             matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
             found += matches
             if not matches:

@@ -8,6 +8,7 @@ import typer
 
 from ..cpu import set_threads
 from .common import (
+    INPUTS_HELP,
     MODEL_HELP,
     check_output_dir,
     engine_options,
@@ -22,7 +23,7 @@ _E = engine_options()
 
 
 def engine(
-    inputs: list[str] | None = typer.Argument(None, help="Unlabelled image files, folders or glob patterns."),
+    inputs: list[str] | None = typer.Argument(None, help=INPUTS_HELP),
     output: Path = typer.Option(..., "--output", "-o", help="SA-1B shard folder to write (image + JSON pairs)."),
     model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file (e.g. a training run's)."),

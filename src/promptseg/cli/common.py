@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from ..io import os_error_text
+from ..io import InputPath, os_error_text
 from ..predict.loader import BACKENDS
 from ..refine import REFINERS
 
@@ -119,6 +119,9 @@ def check_backend(backend: str) -> None:
 ENGINE_HELP = "local (this process) or ray (a Ray cluster: pip install 'promptseg[ray]')."
 
 
+INPUTS_HELP = "Image files, folders and glob patterns; s3://, gs:// or file:// URIs too."
+
+
 def engine_options():
     """The options `everything`, `engine` and `embed` share: inputs from a manifest, and Ray."""
     return {
@@ -134,7 +137,7 @@ def engine_options():
     }
 
 
-def gather_inputs(inputs: list[str] | None, manifest: Path | None) -> tuple[list[Path], list[str]]:
+def gather_inputs(inputs: list[str] | None, manifest: Path | None) -> tuple[list[InputPath], list[str]]:
     """Image paths from the arguments (files, folders, globs) and a manifest; plus the inputs
     that matched nothing. Fails when there are none at all."""
     from ..io import expand_inputs, read_manifest
@@ -145,7 +148,8 @@ def gather_inputs(inputs: list[str] | None, manifest: Path | None) -> tuple[list
             listed += read_manifest(manifest)
     if not listed:
         fail("give images (files, folders or glob patterns) or --manifest FILE")
-    paths, missing = expand_inputs(listed)
+    with user_errors():  # a URI whose store cannot be reached
+        paths, missing = expand_inputs(listed)
     if not paths:
         fail(f"no image files found in {' '.join(inputs or []) or manifest}")
     return paths, missing

@@ -9,6 +9,7 @@ import typer
 
 from ..cpu import set_threads
 from .common import (
+    INPUTS_HELP,
     MODEL_HELP,
     check_output_dir,
     engine_options,
@@ -23,7 +24,7 @@ _E = engine_options()
 
 
 def embed(
-    inputs: list[str] | None = typer.Argument(None, help="Image files, folders and glob patterns."),
+    inputs: list[str] | None = typer.Argument(None, help=INPUTS_HELP),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the embedding files (NAME.safetensors)."),
     model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file."),

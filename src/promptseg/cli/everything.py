@@ -10,6 +10,7 @@ from ..cpu import set_threads
 from .common import (
     BACKEND_HELP,
     FLIP_HELP,
+    INPUTS_HELP,
     MODEL_HELP,
     check_backend,
     check_output_dir,
@@ -25,7 +26,7 @@ _E = engine_options()
 
 
 def everything(
-    inputs: list[str] | None = typer.Argument(None, help="Image files, folders and glob patterns."),
+    inputs: list[str] | None = typer.Argument(None, help=INPUTS_HELP),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the results."),
     fmt: str = typer.Option("sa1b", "--format", "-f", help="sa1b (JSON per image), coco (one file) or png."),
     model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),

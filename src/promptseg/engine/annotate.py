@@ -13,13 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..formats import sa1b_json
-from ..io import atomic_path, read_image, write_json
+from ..io import InputPath, atomic_path, open_input, read_image, write_json
 from .batch import Item, run_batch
 
 MAX_IMAGE_FRACTION = 0.95
 
 
-def auto_annotate(generator, paths: list[Path], out_dir: Path, advance: Callable[[], None] = lambda: None):
+def auto_annotate(generator, paths: list[InputPath], out_dir: Path, advance: Callable[[], None] = lambda: None):
     """Annotate each image into out_dir as sa_<name>.<ext> + sa_<name>.json; images already done
     are skipped, unreadable ones reported (`promptseg.engine.batch`). Returns (annotated, masks
     kept, [(path, why)])."""
@@ -38,8 +38,8 @@ def annotate_processor(generator, out_dir: Path) -> Callable[[Item], int]:
         h, w = rgb.shape[:2]
         records = [r for r in records if r["area"] < MAX_IMAGE_FRACTION * h * w]
         image_name = f"sa_{item.name}{item.path.suffix.lower()}"
-        with atomic_path(out_dir / image_name) as tmp:
-            shutil.copyfile(item.path, tmp)
+        with atomic_path(out_dir / image_name) as tmp, open_input(item.path) as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
         doc = sa1b_json(records, item.image_id, image_name, w, h)
         doc["image"]["source"] = f"promptseg engine (automatic stage) from {item.path.name}"
         doc["image"]["source_sha256"] = item.key

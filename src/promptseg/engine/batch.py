@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..io import PARTIAL_SUFFIX, os_error_text
+from ..io import PARTIAL_SUFFIX, InputPath, open_input, os_error_text
 
 # atomic_path's temporary files: .NAME.PID.RANDOM.partial (and .NAME.RANDOM.SUFFIX before the PID)
 _PARTIAL = re.compile(r"^\..+\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}" + re.escape(PARTIAL_SUFFIX) + "$")
@@ -44,17 +44,17 @@ class Item:
     """One input of a job: its id (from 1, in input order), file, output name and content key."""
 
     image_id: int
-    path: Path
+    path: InputPath
     name: str
     key: str
 
 
-def output_names(paths: list[Path]) -> list[str]:
+def output_names(paths: list[InputPath]) -> list[str]:
     """A distinct output name per input, from its file stem; inputs whose stems clash (ignoring
     case, as some file systems do) get their extension, then their parent folders, then a number
     added until no two are the same."""
 
-    def candidates(p: Path) -> Iterator[str]:
+    def candidates(p: InputPath) -> Iterator[str]:
         name = p.stem
         yield name
         name = f"{name}_{p.suffix.lstrip('.').lower()}" if p.suffix else name
@@ -89,11 +89,11 @@ def output_names(paths: list[Path]) -> list[str]:
             return out
 
 
-def content_key(path: Path) -> str:
+def content_key(path: InputPath) -> str:
     """SHA-256 of a file's bytes: the key its output records, so a re-run can tell whether an
     output was made from this very file."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_input(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -145,7 +145,7 @@ class ItemResult:
     pid: int = 0
 
 
-def process_one(path: Path, image_id: int, name: str, target_of: Callable[[str], Path],
+def process_one(path: InputPath, image_id: int, name: str, target_of: Callable[[str], Path],
                 process: Callable[[Item], int]) -> ItemResult:
     """One input through `process`, unless its target was already made from the same file;
     any failure is caught and described."""
@@ -206,7 +206,7 @@ def remove_partial_files(folder: Path) -> list[Path]:
     return removed
 
 
-def run_batch(paths: list[Path], output: Path, target_of: Callable[[str], Path],
+def run_batch(paths: list[InputPath], output: Path, target_of: Callable[[str], Path],
               process: Callable[[Item], int], after_each: Callable[[BatchSummary], None] = lambda s: None,
               names: list[str] | None = None) -> BatchSummary:
     """Run `process` (which writes an input's outputs, `target_of(name)` last, and returns its

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..everything import MaskGenerator
 from ..formats import sa1b_json, write_png_masks
-from ..io import overlay, read_image, write_image, write_json
+from ..io import InputPath, overlay, read_image, write_image, write_json
 from ..masks import decode_coco_rle
 from .batch import BatchSummary, Item
 
@@ -28,7 +28,7 @@ def result_path(output: Path, name: str, fmt: str) -> Path:
     return output / ".parts" / f"{name}.json"
 
 
-def everything_job(generator: MaskGenerator, paths: list[Path], output: Path, fmt: str = "sa1b",
+def everything_job(generator: MaskGenerator, paths: list[InputPath], output: Path, fmt: str = "sa1b",
                    overlays: bool = True, quiet: bool = False) -> BatchSummary:
     """Every object in each image of `paths`, written into `output` as `fmt` (sa1b: a JSON per
     image; coco: one annotations.json; png: a folder of masks per image), with an overlay

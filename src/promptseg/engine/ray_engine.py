@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 
+from ..io import InputPath, input_path
 from .batch import BatchSummary, ItemResult, add_result, process_one, remove_partial_files
 from .jobs import JobSpec
 
@@ -59,13 +60,13 @@ class ImageWorker:
     def __call__(self, batch: dict) -> dict:
         rows = []
         for path, given, image_id, name in zip(batch["path"], batch["given"], batch["image_id"], batch["name"]):
-            result = process_one(Path(path), int(image_id), str(name), self.spec.target, self.process)
+            result = process_one(input_path(path), int(image_id), str(name), self.spec.target, self.process)
             result.path = str(given)  # the input as the user gave it, in the job's report
             rows.append(result)
         return {k: [getattr(r, k) for r in rows] for k in RESULT_FIELDS}
 
 
-def run_on_ray(spec: JobSpec, paths: list[Path], names: list[str], options,
+def run_on_ray(spec: JobSpec, paths: list[InputPath], names: list[str], options,
                after_each: Callable[[BatchSummary], None] = lambda s: None) -> BatchSummary:
     """Run `spec` over `paths` (output `names`) on Ray with `options` (`run.RayOptions`)."""
     import logging
@@ -90,7 +91,7 @@ def run_on_ray(spec: JobSpec, paths: list[Path], names: list[str], options,
             ray.init(address=options.address, **init)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
-        rows = [{"path": str(Path(p).resolve()), "given": str(p), "image_id": i, "name": n}
+        rows = [{"path": str(p.resolve()), "given": str(p), "image_id": i, "name": n}
                 for i, (p, n) in enumerate(zip(paths, names), start=1)]
         low, high = options.workers
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // options.batch_size)))

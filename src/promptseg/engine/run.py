@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
+from ..io import InputPath
 from ..progress import progress
 from .batch import BatchSummary, output_names, run_batch
 from .jobs import JobSpec
@@ -53,7 +53,7 @@ def parse_workers(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
-def run_job(spec: JobSpec, paths: list[Path], engine: str = "local", ray: RayOptions | None = None,
+def run_job(spec: JobSpec, paths: list[InputPath], engine: str = "local", ray: RayOptions | None = None,
             quiet: bool = False, label: str | None = None, predictor=None, shards: int | None = None,
             process=None) -> BatchSummary:
     """Run `spec` over `paths`: each image's outputs written atomically, images already done

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import tarfile
+import time
 from pathlib import Path
 
-from ..io import atomic_path
+from ..io import InputPath, RemoteFile, atomic_path
 from .batch import ItemResult
 from .jobs import JobSpec
 
@@ -20,7 +22,7 @@ def check_shardable(spec: JobSpec) -> None:
         raise ValueError("--shards packs SA-1B image + JSON pairs: it takes everything's sa1b format or engine")
 
 
-def shard_pairs(spec: JobSpec, paths: list[Path], names: list[str]) -> list[tuple[str, Path, str, Path, str]]:
+def shard_pairs(spec: JobSpec, paths: list[InputPath], names: list[str]) -> list[tuple[str, InputPath, str, Path, str]]:
     """(output name, image file, its name in a tar, JSON file, its name in a tar) of every input whose result
     is there, in input order. The data engine's pairs go in as written (`sa_NAME.ext`,
     `sa_NAME.json`); everything mode's JSON goes in as `NAME.json` beside its input image as
@@ -39,7 +41,7 @@ def shard_pairs(spec: JobSpec, paths: list[Path], names: list[str]) -> list[tupl
     return pairs
 
 
-def write_shards(spec: JobSpec, paths: list[Path], names: list[str], per_shard: int) -> dict[str, str]:
+def write_shards(spec: JobSpec, paths: list[InputPath], names: list[str], per_shard: int) -> dict[str, str]:
     """Tar files of `per_shard` pairs each into the job's folder (each written atomically; old
     ones beyond the new count removed); returns the tar file name of each output name."""
     if not (isinstance(per_shard, int) and per_shard >= 1):
@@ -50,7 +52,7 @@ def write_shards(spec: JobSpec, paths: list[Path], names: list[str], per_shard: 
         target = spec.folder / f"sa_{k // per_shard:06d}.tar"
         with atomic_path(target) as tmp, tarfile.open(tmp, "w") as tar:
             for name, image, image_name, doc, doc_name in pairs[k : k + per_shard]:
-                tar.add(image, arcname=image_name)
+                _add(tar, image, image_name)
                 tar.add(doc, arcname=doc_name)
                 shard_of[name] = target.name
         written.append(target)
@@ -58,6 +60,17 @@ def write_shards(spec: JobSpec, paths: list[Path], names: list[str], per_shard: 
         if old not in written:
             old.unlink()
     return shard_of
+
+
+def _add(tar: tarfile.TarFile, source: InputPath, arcname: str) -> None:
+    """A file into `tar`: a local one as it is, one named by a URI read through its file system."""
+    if not isinstance(source, RemoteFile):
+        tar.add(source, arcname=arcname)
+        return
+    data = source.read_bytes()
+    info = tarfile.TarInfo(arcname)
+    info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+    tar.addfile(info, io.BytesIO(data))
 
 
 def write_index(spec: JobSpec, results: list[ItemResult], shards: dict[str, str] | None = None) -> Path:

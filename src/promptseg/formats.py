@@ -19,21 +19,35 @@ def _coco_segmentation(seg) -> dict:
     return seg
 
 
+# Fields a record may carry beyond the mask, and how JSON gets them: everything mode's (SAM's
+# generator's names) and text prompts' (`promptseg.text`).
+_OPTIONAL_FIELDS = {
+    "predicted_iou": float,
+    "stability_score": float,
+    "point_coords": lambda v: [[float(c) for c in p] for p in v],
+    "crop_box": lambda v: [float(c) for c in v],
+    "label": str,
+    "category_id": int,
+    "score": float,
+    "box": lambda v: [float(c) for c in v],
+}
+
+
 def annotation(record: dict[str, Any], ann_id: int, image_id: int | None = None) -> dict[str, Any]:
-    """One mask record as an SA-1B/COCO annotation with a COCO RLE segmentation."""
+    """One mask record as an SA-1B/COCO annotation with a COCO RLE segmentation; with `image_id`,
+    COCO's fields too (`category_id` the record's, else 1)."""
     ann = {
         "id": ann_id,
         "segmentation": _coco_segmentation(record["segmentation"]),
         "bbox": [float(v) for v in record["bbox"]],
         "area": int(record["area"]),
-        "predicted_iou": float(record["predicted_iou"]),
-        "stability_score": float(record["stability_score"]),
-        "point_coords": [[float(v) for v in p] for p in record["point_coords"]],
-        "crop_box": [float(v) for v in record["crop_box"]],
     }
+    for key, convert in _OPTIONAL_FIELDS.items():
+        if key in record:
+            ann[key] = convert(record[key])
     if image_id is not None:
         ann["image_id"] = image_id
-        ann["category_id"] = 1
+        ann["category_id"] = int(record.get("category_id", 1))
         ann["iscrowd"] = 0
     return ann
 
@@ -46,13 +60,17 @@ def sa1b_json(records: list[dict], image_id: int, file_name: str, width: int, he
     }
 
 
-def coco_json(images: list[dict], annotations: list[dict]) -> dict:
-    """A COCO instances file with one category ("object")."""
+OBJECT_CATEGORY = [{"id": 1, "name": "object", "supercategory": "object"}]
+
+
+def coco_json(images: list[dict], annotations: list[dict], categories: list[dict] | None = None,
+              description: str = "masks from promptseg everything mode") -> dict:
+    """A COCO instances file; `categories` by default one, "object" (everything mode's)."""
     return {
-        "info": {"description": "masks from promptseg everything mode"},
+        "info": {"description": description},
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": 1, "name": "object", "supercategory": "object"}],
+        "categories": categories or OBJECT_CATEGORY,
     }
 
 
@@ -74,7 +92,8 @@ def write_png_masks(records: list[dict], folder: Path) -> list[str]:
     return names
 
 
-def merge_coco(parts: list[tuple[int, Path]], path: Path) -> None:
+def merge_coco(parts: list[tuple[int, Path]], path: Path, categories: list[dict] | None = None,
+               description: str = "masks from promptseg everything mode") -> None:
     """One COCO instances file at `path` from per-image SA-1B JSON files, `parts` as (image id,
     file) in order; missing files (images not done) are left out."""
     import json
@@ -90,4 +109,4 @@ def merge_coco(parts: list[tuple[int, Path]], path: Path) -> None:
         images.append({"id": image_id, "file_name": info["file_name"], "width": info["width"], "height": info["height"]})
         for ann in doc["annotations"]:
             annotations.append(annotation(ann, len(annotations) + 1, image_id))
-    write_json(coco_json(images, annotations), path)
+    write_json(coco_json(images, annotations, categories, description), path)

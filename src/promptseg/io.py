@@ -213,8 +213,10 @@ def overlay(
     points: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     boxes: np.ndarray | None = None,
+    captions: list[str] | None = None,
 ) -> np.ndarray:
-    """Draw masks (each in its own colour, with an outline) and prompts over an RGB image."""
+    """Draw masks (each in its own colour, with an outline) and prompts over an RGB image;
+    `captions`, one per mask, are written on a tag in the mask's colour at its top-left corner."""
     import cv2
 
     out = np.asarray(image).astype(np.float32).copy()
@@ -230,6 +232,8 @@ def overlay(
         contours, _ = cv2.findContours(masks[i].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, tuple(int(c) for c in colors[i]), 1)
     scale = max(2, round(max(out.shape[:2]) / 200))
+    if captions is not None:
+        _draw_captions(out, masks, colors, captions, scale)
     if boxes is not None:
         for box in np.asarray(boxes, dtype=float).reshape(-1, 4):
             x0, y0, x1, y1 = (int(round(v)) for v in box)
@@ -241,6 +245,24 @@ def overlay(
             cv2.circle(out, (int(round(x)), int(round(y))), scale * 2, (255, 255, 255), -1)
             cv2.circle(out, (int(round(x)), int(round(y))), int(scale * 1.5), color, -1)
     return out
+
+
+def _draw_captions(out: np.ndarray, masks: list[np.ndarray], colors: np.ndarray, captions: list[str],
+                   scale: int) -> None:
+    import cv2
+
+    font, size, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.2 * scale, max(1, scale // 3)
+    for mask, color, text in zip(masks, colors, captions):
+        ys, xs = np.nonzero(mask)
+        if not len(xs) or not text:
+            continue
+        (tw, th), base = cv2.getTextSize(text, font, size, thick)
+        x = int(min(xs.min(), out.shape[1] - tw - 2))
+        y = int(max(ys.min(), th + base + 2))
+        color = tuple(int(c) for c in color)
+        cv2.rectangle(out, (max(0, x), y - th - base - 2), (x + tw + 2, y), color, -1)
+        ink = (0, 0, 0) if sum(color) > 380 else (255, 255, 255)
+        cv2.putText(out, text, (max(0, x) + 1, y - base - 1), font, size, ink, thick, cv2.LINE_AA)
 
 
 def write_image(image: np.ndarray, path: str | os.PathLike) -> None:

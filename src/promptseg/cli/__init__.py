@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import annotate, download, embed, evaluate, everything, export, segment, serve, synth, train
+from . import annotate, download, embed, evaluate, everything, export, segment, serve, synth, text, train
 
 app = typer.Typer(
     add_completion=False,
@@ -21,6 +21,7 @@ app.command("synth")(synth.synth)
 app.command("train")(train.train)
 app.command("engine")(annotate.engine)
 app.command("embed")(embed.embed)
+app.command("label")(text.label)
 app.command("eval")(evaluate.evaluate)
 
 

@@ -19,10 +19,12 @@ from .common import (
     check_backend,
     check_output_file,
     check_refine,
+    fail,
     parse_floats,
     threads_option,
     user_errors,
 )
+from .text import BOX_THRESHOLD_HELP, DETECTOR_HELP, TEXT_HELP, TEXT_THRESHOLD_HELP
 
 
 def segment(
@@ -33,7 +35,8 @@ def segment(
     box: str | None = typer.Option(None, "--box", "-b", help="X0,Y0,X1,Y1 in pixels."),
     model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file (.pth or .safetensors)."),
-    output: Path = typer.Option(Path("mask.png"), "--output", "-o", help="Mask PNG to write."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Mask PNG to write [default: mask.png]; "
+                                       "with --text, a folder [default: text_masks]."),
     overlay_path: Path | None = typer.Option(
         None, "--overlay", help="Also write a picture of the mask over the image."
     ),
@@ -47,10 +50,27 @@ def segment(
     flip: bool = typer.Option(False, "--flip", help=FLIP_HELP),
     embedding: Path | None = typer.Option(
         None, "--embedding", help="IMAGE's embedding file, from `promptseg embed` (the encoder does not run)."),
+    text: str | None = typer.Option(None, "--text", "-t", help=TEXT_HELP + " One mask per object found."),
+    detector: str | None = typer.Option(None, "--detector", "-d", help=DETECTOR_HELP),
+    box_threshold: float = typer.Option(0.35, "--box-threshold", help=BOX_THRESHOLD_HELP),
+    text_threshold: float = typer.Option(0.25, "--text-threshold", help=TEXT_THRESHOLD_HELP),
     threads: int | None = threads_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
-    """Segment IMAGE from point and/or box prompts and write the mask as a PNG."""
+    """Segment IMAGE from point and/or box prompts and write the mask as a PNG; or, with --text,
+    every object of the class names given, a mask each, with their labels and scores."""
+    if text is not None:
+        if point or box or embedding is not None or multimask or refine not in (None, "none"):
+            fail("--text finds its own boxes and answers with SAM's masks: give it without --point, --box, "
+                 "--embedding, --multimask or --refine")
+        with user_errors():
+            set_threads(threads)
+        from .text import segment_text
+
+        return segment_text(image, text, detector, box_threshold, text_threshold,
+                            dict(model=model, checkpoint=checkpoint, backend=backend, flip=flip, onnx_dir=onnx_dir),
+                            output or Path("text_masks"), overlay_path, as_json, quiet)
+    output = output or Path("mask.png")
     from ..io import overlay, read_image, write_image
     from ..predict import load_predictor
     from ..progress import status

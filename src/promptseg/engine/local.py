@@ -6,7 +6,10 @@ that cannot be read is reported and skipped, and the others go on."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 from ..everything import MaskGenerator
 from ..formats import sa1b_json, write_png_masks
@@ -44,10 +47,27 @@ def everything_job(generator: MaskGenerator, paths: list[InputPath], output: Pat
 
 def everything_processor(generator: MaskGenerator, output: Path, fmt: str, overlays: bool):
     """The per-image step of `everything_job`: its outputs written, its mask count returned."""
+    return records_processor(generator.generate, output, fmt, overlays)
+
+
+def label_processor(text_predictor, classes: list[str], output: Path, fmt: str, overlays: bool):
+    """The per-image step of a `label` job: the objects of `classes` that `text_predictor` (a
+    `promptseg.text.TextPredictor`) finds, written as everything mode writes its masks, each
+    record with its label, category id and scores."""
+
+    def find(rgb):
+        text_predictor.set_image(rgb)
+        return text_predictor.predict_text(classes, output_mode="coco_rle")
+
+    return records_processor(find, output, fmt, overlays)
+
+
+def records_processor(find: Callable[[np.ndarray], list[dict]], output: Path, fmt: str, overlays: bool):
+    """A per-image step that writes the records `find(rgb)` gives, in `fmt`, with an overlay."""
 
     def process(item: Item) -> int:
         rgb = read_image(item.path)
-        records = generator.generate(rgb)
+        records = find(rgb)
         _write_image_result(records, rgb, item, output, fmt, overlays)
         return len(records)
 
@@ -61,7 +81,8 @@ def _write_image_result(records: list[dict], rgb, item: Item, output: Path, fmt:
         write_png_masks(records, output / name)
     if overlays:
         masks = [decode_coco_rle(r["segmentation"]) for r in records]
-        write_image(overlay(rgb, masks), output / name / "overlay.png" if fmt == "png" else output / f"{name}_overlay.png")
+        captions = [f"{r['label']} {r['score']:.2f}" for r in records] if records and "label" in records[0] else None
+        write_image(overlay(rgb, masks, captions=captions), output / name / "overlay.png" if fmt == "png" else output / f"{name}_overlay.png")
     doc = sa1b_json(records, item.image_id, item.path.name, w, h)
     doc["image"]["source_sha256"] = item.key
     write_json(doc, result_path(output, name, fmt))  # written last: it marks the image done

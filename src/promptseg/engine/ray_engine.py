@@ -48,7 +48,7 @@ class ImageWorker:
         device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
         self.spec = spec
         try:
-            self.process = spec.processor(spec.predictor(device))
+            self.process = spec.processor(spec.predictor(device), device)
         except Exception as exc:  # noqa: BLE001 - reported with each image: Ray would restart this actor forever
             reason = f"the worker could not load the model: {exc}"
 
@@ -80,6 +80,8 @@ def run_on_ray(spec: JobSpec, paths: list[InputPath], names: list[str], options,
     # workers open files by absolute path: their working folder need not be the driver's
     spec = replace(spec, output=str(spec.folder.resolve()),
                    checkpoint=_absolute(spec.checkpoint), onnx_dir=_absolute(spec.onnx_dir))
+    if spec.text.get("detector") and Path(spec.text["detector"]).exists():  # a folder, not a hub id
+        spec = replace(spec, text={**spec.text, "detector": _absolute(spec.text["detector"])})
     spec.folder.mkdir(parents=True, exist_ok=True)
     remove_partial_files(spec.folder)
     started_here = not ray.is_initialized()

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import numpy as np
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
@@ -135,3 +136,25 @@ class FileServer:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def canvas_pixels(page) -> np.ndarray:
+    data = page.evaluate(
+        """() => { const c = document.getElementById('view');
+                   return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); }"""
+    )
+    w, h = page.evaluate("() => [document.getElementById('view').width, document.getElementById('view').height]")
+    return np.array(data, dtype=np.uint8).reshape(h, w, 4)[..., :3]
+
+
+def watched_page(browser):
+    """A new page, with the errors it shows (script errors, console errors, HTTP errors) and
+    the URLs it requests collected as it runs."""
+    page = browser.new_page(viewport={"width": 1100, "height": 800}, accept_downloads=True)
+    errors: list[str] = []
+    requests: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    return page, errors, requests

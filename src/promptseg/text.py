@@ -103,11 +103,14 @@ class TextPredictor:
         self.nms_threshold = check_threshold("NMS threshold", nms_threshold)
         self._image: np.ndarray | None = None
 
-    def set_image(self, image: ImageLike) -> None:
+    def set_image(self, image: ImageLike, image_state: Any = None) -> None:
         """Embed an image (path, URI, PIL image or array) for the predictor, and keep it for the
-        detector."""
+        detector; with `image_state` (that image's, already embedded), the encoder does not run."""
         rgb = read_image(image)
-        self.predictor.set_image(rgb)
+        if image_state is None:
+            self.predictor.set_image(rgb)
+        else:
+            self.predictor.image_state = image_state
         self._image = rgb
 
     def predict_text(self, text: str | Sequence[str], box_threshold: float | None = None,

@@ -137,9 +137,14 @@ def test_everything_fields_are_not_coerced(client, coffee_id, body):
 def test_openapi_schema_holds_under_property_based_requests(tmp_path):
     """`schemathesis run` against the served schema: no 5xx, and every status code, content type
     and body as the schema documents. Path parameters name a real image, so that the generated
-    prompts reach the model; the server's everything-mode bounds keep each request short."""
+    prompts reach the model; the server's everything-mode bounds keep each request short. Text
+    prompts are on, with a small Grounding DINO (random weights)."""
+    from detectors import make_grounding_dino
+
+    detector = make_grounding_dino(tmp_path / "detector")
     with running_server("--cache-mb", "64", "--web-runtime", "off", "--max-everything-prompts", "16",
-                        "--everything-seconds", "2") as (url, _), httpx.Client(base_url=url, timeout=60) as client:
+                        "--everything-seconds", "2", "--detector", str(detector)) as (url, _), \
+            httpx.Client(base_url=url, timeout=60) as client:
         coffee = client.post("/v1/images", files={"file": ("coffee.png", COFFEE.read_bytes(), "image/png")})
         config = tmp_path / "schemathesis.toml"
         image_id = coffee.json()["id"]

@@ -103,3 +103,61 @@ def test_label_a_folder_on_both_engines(detectors, tmp_path):
     ray = run("label", photos, "-o", tmp_path / "ray", *args, "--engine", "ray", "--workers", "2")
     assert ray.returncode == 1 and "broken.jpg" in ray.stderr, ray.stderr
     assert (tmp_path / "ray" / "annotations.json").read_bytes() == (tmp_path / "local" / "annotations.json").read_bytes()
+
+
+def test_text_prompts_over_http_and_in_the_page(detectors, browser):
+    """`serve --detector FOLDER`: POST /v1/images/{id}/text answers as the library does; bad
+    requests are 422 with the reason; the page's Find box draws the labelled masks."""
+    import httpx
+
+    from promptseg.masks import decode_coco_rle
+    from promptseg.text import TextPredictor, load_detector
+    from server_helpers import canvas_pixels, running_server, watched_page
+
+    photo = sample_image_path("coffee")
+    with running_server("--web-runtime", "off", "--detector", str(detectors["grounding-dino"])) as (url, _):
+        assert httpx.get(f"{url}/v1/models").json()[0]["text_prompts"] is True
+        up = httpx.post(f"{url}/v1/images", files={"file": ("coffee.png", photo.read_bytes(), "image/png")}, timeout=60)
+        image_id = up.json()["id"]
+        res = httpx.post(f"{url}/v1/images/{image_id}/text", json={"text": "cup. spoon.", "box_threshold": 0.2,
+                                                                     "text_threshold": 0.1}, timeout=60)
+        assert res.status_code == 200, res.text
+        body = res.json()
+        text = TextPredictor(load_predictor(), load_detector(detectors["grounding-dino"]), 0.2, 0.1)
+        text.set_image(photo)
+        expected = text.predict_text("cup. spoon.")
+        assert body["classes"] == ["cup", "spoon"] and len(body["objects"]) == len(expected) > 0
+        for got, want in zip(body["objects"], expected):
+            assert got["label"] == want["label"] and got["box"] == pytest.approx(want["box"])
+            assert got["score"] == pytest.approx(want["score"], abs=1e-6)
+            assert np.array_equal(decode_coco_rle(got["segmentation"]), want["segmentation"])
+        for bad, message in (({"text": " . "}, "names no class"), ({"text": "cup", "box_threshold": 2},
+                                                                    "box_threshold"), ({}, "text")):
+            r = httpx.post(f"{url}/v1/images/{image_id}/text", json=bad, timeout=30)
+            assert r.status_code == 422 and message in r.json()["detail"], r.text
+
+        page, errors, _ = watched_page(browser)
+        page.goto(url)
+        page.set_input_files("#file", str(photo))
+        page.wait_for_function("() => document.getElementById('status').className === 'ready'", timeout=60000)
+        before = canvas_pixels(page)
+        page.fill("#text", "cup. spoon.")
+        page.click("#find")
+        page.wait_for_function("() => document.getElementById('status').textContent.startsWith('Found')",
+                               timeout=60000)
+        status = page.text_content("#status")
+        assert f"{sum(o['label'] == 'cup' for o in body['objects'])} cup" in status, status
+        after = canvas_pixels(page)
+        changed = np.abs(after.astype(int) - before.astype(int)).sum(-1) > 30
+        first = decode_coco_rle(body["objects"][0]["segmentation"])
+        assert changed[first].mean() > 0.9  # the masks are drawn
+        x0, y0 = (int(v) for v in body["objects"][0]["box"][:2])
+        assert changed[max(0, y0 - 8):y0, x0:x0 + 20].any()  # and the label's tag above the box
+        page.screenshot(path=str(Path(__file__).resolve().parents[2] / "out" / "screenshots" / "text_prompt.png"))
+        assert not errors, errors
+        page.close()
+    with running_server("--web-runtime", "off") as (url, _):  # without a detector: off, and said so
+        assert httpx.get(f"{url}/v1/models").json()[0]["text_prompts"] is False
+        up = httpx.post(f"{url}/v1/images", files={"file": ("coffee.png", photo.read_bytes(), "image/png")}, timeout=60)
+        r = httpx.post(f"{url}/v1/images/{up.json()['id']}/text", json={"text": "cup"}, timeout=30)
+        assert r.status_code == 404

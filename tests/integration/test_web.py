@@ -18,18 +18,9 @@ from helpers import REPO
 from promptseg import sample_image_path
 from promptseg.masks import rle_to_mask
 from promptseg.server import ort_web
-from server_helpers import CHROMIUM_ARGS, chromium_path, running_server
+from server_helpers import canvas_pixels, running_server, watched_page
 
 SHOTS = REPO / "out" / "screenshots"
-
-
-def canvas_pixels(page) -> np.ndarray:
-    data = page.evaluate(
-        """() => { const c = document.getElementById('view');
-                   return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); }"""
-    )
-    w, h = page.evaluate("() => [document.getElementById('view').width, document.getElementById('view').height]")
-    return np.array(data, dtype=np.uint8).reshape(h, w, 4)[..., :3]
 
 
 def click_at(page, x: float, y: float, shift: bool = False) -> None:
@@ -42,16 +33,6 @@ def click_at(page, x: float, y: float, shift: bool = False) -> None:
     page.mouse.click(box["x"] + x * s, box["y"] + y * s)
     if shift:
         page.keyboard.up("Shift")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def test_click_to_segment_in_a_browser(browser, tmp_path):
@@ -120,19 +101,6 @@ def drag_box(page, x0: float, y0: float, x1: float, y1: float) -> None:
     page.mouse.move(box["x"] + (x0 + x1) / 2 * s, box["y"] + (y0 + y1) / 2 * s, steps=4)
     page.mouse.move(box["x"] + x1 * s, box["y"] + y1 * s, steps=4)
     page.mouse.up()
-
-
-def watched_page(browser):
-    """A new page, with the errors it shows (script errors, console errors, HTTP errors) and
-    the URLs it requests collected as it runs."""
-    page = browser.new_page(viewport={"width": 1100, "height": 800}, accept_downloads=True)
-    errors: list[str] = []
-    requests: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("request", lambda r: requests.append(r.url))
-    page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
-    return page, errors, requests
 
 
 def download_mask(page, tmp_path: Path, name: str) -> np.ndarray:

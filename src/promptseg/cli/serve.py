@@ -40,6 +40,9 @@ def serve(
              "if it was), off, or a folder with its files.",
     ),
     flip: bool = typer.Option(False, "--flip", help=FLIP_HELP + " Prompts are then decoded on the server only."),
+    detector: str | None = typer.Option(
+        None, "--detector", "-d", help="Turn on text prompts (the page's Find box, POST /v1/images/{id}/text) with "
+        "this detector: grounding-dino-tiny, grounding-dino-base, owlv2, a hub id or a saved folder."),
     threads: int | None = threads_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log errors only."),
 ) -> None:
@@ -65,15 +68,18 @@ def serve(
         settings = ServerSettings(
             max_upload_bytes=max_upload_mb * 2**20, max_pixels=int(max_megapixels * 1e6), cache_bytes=cache_mb * 2**20,
             web_runtime=runtime, flip=flip, max_everything_prompts=max_everything_prompts,
-            everything_seconds=everything_seconds, max_everything_jobs=max_everything_jobs,
+            everything_seconds=everything_seconds, max_everything_jobs=max_everything_jobs, detector=detector,
         )
-        app_ = create_app(predictor, settings)
+        with status("loading the detector", quiet or detector is None):
+            app_ = create_app(predictor, settings)
     if not quiet:
         typer.echo(f"promptseg serving {predictor.model_type} at http://{host}:{port}/ (API docs: /docs)", err=True)
         if flip:
             typer.echo("answers are averaged with the mirror image's (--flip); decoding in the browser is off", err=True)
         elif runtime is None:
             typer.echo("decoding in the browser is off (run `promptseg install-web-runtime` to turn it on)", err=True)
+        if detector is None:
+            typer.echo("text prompts are off (start with --detector to turn them on)", err=True)
     uvicorn.run(app_, host=host, port=port, log_level="warning" if quiet else "info")
 
 

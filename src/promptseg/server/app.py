@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ..model import Sam
 from ..predict import FlipPredictor, PromptPredictor, load_predictor
-from .routes import router
+from .routes import router, text_router
 from .service import ModelService, ServerSettings
 
 __all__ = ["ServerSettings", "create_app"]
@@ -43,6 +43,8 @@ def create_app(model: Sam | PromptPredictor, settings: ServerSettings | None = N
     if settings.web_runtime is not None:
         app.mount("/ort", StaticFiles(directory=str(settings.web_runtime)), name="ort")
     app.include_router(router)
+    if svc.detector is not None:
+        app.include_router(text_router)
     app.state.service = svc
     app.state.cache = svc.cache
     return app

@@ -22,6 +22,7 @@ from .schemas import (
     IMAGE_LINKS,
     EverythingRequest,
     SegmentRequest,
+    TextRequest,
     decode_opened,
     encode_mask,
     error_responses,
@@ -31,6 +32,7 @@ from .service import ModelService
 from .worker import HeavyJob, Stopped
 
 router = APIRouter()
+text_router = APIRouter()  # only on a server started with a detector (ServerSettings.detector)
 
 
 def service(request: Request) -> ModelService:
@@ -81,6 +83,7 @@ def models(svc: Service) -> list[dict]:
             : 3 if model.family == "sam2" else 1],
         "single_mask_fallback": _single_mask_fallback(model),
         "flip": svc.settings.flip,
+        "text_prompts": svc.detector is not None,
         "default": True,
     }]
 
@@ -207,6 +210,35 @@ async def everything(image_id: str, req: EverythingRequest, svc: Service, reques
         for rec in records:
             rec["segmentation"] = M.coco_rle(rec["segmentation"])
     return {"records": records, "seconds": round(seconds, 3)}
+
+
+@text_router.post("/v1/images/{image_id}/text", operation_id="text",
+                  responses=error_responses(400, 404, 411, 413, 422))
+async def text(image_id: str, req: TextRequest, svc: Service) -> dict:
+    """The objects of the class names in `text`: the server's detector finds their boxes, the
+    model a mask for each (`promptseg.text.TextPredictor`); labels, detector scores and mask
+    scores with each."""
+    from ..text import TextPredictor, parse_classes
+
+    try:
+        classes = parse_classes(req.text)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    entry = svc.lookup(image_id)
+    finder = TextPredictor(svc.plain, svc.detector, req.box_threshold, req.text_threshold)
+
+    def work():  # on the model thread
+        t0 = time.perf_counter()
+        finder.set_image(entry.image, image_state=entry.state)
+        return finder.predict_text(classes), time.perf_counter() - t0
+
+    try:
+        records, seconds = await svc.run(work)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    objects = [{**{k: v for k, v in r.items() if k != "segmentation"},
+                "segmentation": encode_mask(r["segmentation"], req.mask_format)} for r in records]
+    return {"classes": classes, "objects": objects, "mask_format": req.mask_format, "seconds": round(seconds, 4)}
 
 
 async def _stop_when_gone(request: Request, job: HeavyJob) -> None:

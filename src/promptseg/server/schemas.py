@@ -91,6 +91,16 @@ class EverythingRequest(BaseModel):
     mask_format: Literal["coco_rle", "rle"] = "coco_rle"
 
 
+class TextRequest(BaseModel):
+    """Class names to find (`"cup. spoon."`), and the detector's thresholds."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(..., min_length=1, max_length=2000, description="class names separated by dots")
+    box_threshold: Number = Field(0.35, ge=0, le=1)
+    text_threshold: Number = Field(0.25, ge=0, le=1)
+    mask_format: Literal["coco_rle", "rle", "png"] = "coco_rle"
+
+
 def encode_mask(mask: np.ndarray, fmt: str):
     """A bool mask as the request's `mask_format`: COCO RLE, uncompressed RLE, or base64 PNG."""
     if fmt == "png":

@@ -37,6 +37,9 @@ class ServerSettings:
     # answer prompts averaged with the mirror image's answers (promptseg.predict.FlipPredictor): each
     # image is embedded twice, and the page decodes on the server (the browser has one embedding)
     flip: bool = False
+    # text prompts (POST /v1/images/{id}/text): a detector as promptseg.text.load_detector takes it
+    # (a short name, hub id or folder), or one already built; None: text prompts are off
+    detector: object | None = None
 
 
 class ModelService:
@@ -66,6 +69,12 @@ class ModelService:
         self.decoder_dir = tempfile.TemporaryDirectory(prefix="promptseg-decoder-")  # removed with the service
         self._decoder: Path | None = None
         self._decoder_lock = asyncio.Lock()
+        self.detector = None
+        if settings.detector is not None:
+            from ..text import load_detector
+
+            self.detector = (settings.detector if callable(getattr(settings.detector, "detect", None))
+                             else load_detector(settings.detector))
 
     async def decode(self, fn, *args):
         """`fn(*args)` on the decoding thread."""

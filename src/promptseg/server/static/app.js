@@ -68,7 +68,7 @@ async function loadFile(file, name) {
     view.height = info.height;
     $("drop").hidden = true;
     $("stage").hidden = false;
-    for (const b of ["everything", "reset"]) $(b).disabled = false;
+    for (const b of ["everything", "reset", "find"]) $(b).disabled = false;
     setStatus(`Ready: ${name}, ${info.width}×${info.height} (embedded in ${info.seconds.toFixed(2)} s)`, "ready");
     view.dataset.imageId = info.id;
     draw();
@@ -98,6 +98,7 @@ for (const target of [$("drop"), $("stage")]) {
 }
 api("/v1/models").then(([info]) => {
   LOCAL.model = info;
+  $("text-group").hidden = !info.text_prompts;
   LOCAL.available = Boolean(info.browser_decoding);
   $("local-group").hidden = !LOCAL.available;
   $("local").checked = LOCAL.available;
@@ -401,6 +402,33 @@ $("everything").addEventListener("click", async () => {
   draw();
 });
 
+// Text prompt: the server's detector finds the class names' boxes, the model segments each;
+// drawn like everything mode's masks, each with its label and score.
+$("text-group").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const text = $("text").value.trim();
+  if (!text || !S.id) return;
+  setStatus(`Finding ${text}…`, "busy");
+  $("find").disabled = true;
+  try {
+    const res = await api(`/v1/images/${S.id}/text`, {
+      method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ text, mask_format: "rle" }),
+    });
+    Object.assign(S, { points: [], box: null, history: [], answer: null, preview: null });
+    S.everything = res.objects.map((r) => ({ ...r, mask: decodeRle(r.segmentation) }));
+    const counts = {};
+    for (const r of res.objects) counts[r.label] = (counts[r.label] || 0) + 1;
+    const found = Object.entries(counts).map(([k, n]) => `${n} ${k}`).join(", ") || `no ${res.classes.join(", ")}`;
+    setStatus(`Found ${found} in ${res.seconds.toFixed(1)} s`, "ready");
+  } catch (err) {
+    setStatus(err.message, "error");
+  }
+  $("find").disabled = false;
+  renderCandidates();
+  draw();
+});
+
 // ---- drawing -------------------------------------------------------------------------
 function paint(masks) {
   if (!masks.length) return;
@@ -432,6 +460,7 @@ function draw() {
     const a = S.drag.start, b = S.drag.now;
     boxes.push([Math.min(a.x, b.x), Math.min(a.y, b.y), Math.max(a.x, b.x), Math.max(a.y, b.y)]);
   }
+  if (S.everything) drawLabels(S.everything, unit);
   ctx.lineWidth = Math.max(2, unit / 3);
   ctx.strokeStyle = "#22c55e";
   for (const [x0, y0, x1, y1] of boxes) ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
@@ -443,6 +472,27 @@ function draw() {
     ctx.strokeStyle = "#fff";
     ctx.stroke();
   }
+}
+
+// A text prompt's answers: each box outlined in its mask's colour, with a tag "label 0.87".
+function drawLabels(records, unit) {
+  ctx.font = `${Math.max(12, Math.round(unit * 2))}px system-ui, sans-serif`;
+  ctx.textBaseline = "top";
+  records.forEach((r, i) => {
+    if (!r.label) return;
+    const [x0, y0, x1, y1] = r.box;
+    const color = `rgb(${COLORS[i % COLORS.length].join(",")})`;
+    ctx.lineWidth = Math.max(2, unit / 4);
+    ctx.strokeStyle = color;
+    ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
+    const tag = `${r.label} ${r.score.toFixed(2)}`;
+    const w = ctx.measureText(tag).width + 8, h = Math.max(12, Math.round(unit * 2)) + 6;
+    const ty = Math.max(0, y0 - h), tx = Math.max(0, Math.min(x0, S.width - w));
+    ctx.fillStyle = color;
+    ctx.fillRect(tx, ty, w, h);
+    ctx.fillStyle = "#fff";
+    ctx.fillText(tag, tx + 4, ty + 3);
+  });
 }
 
 // ---- downloads -----------------------------------------------------------------------
@@ -492,7 +542,8 @@ $("download-json").addEventListener("click", () => {
                      box: S.box }];
   } else {
     annotations = S.everything.map((r, i) => ({ id: i + 1, segmentation: r.segmentation, area: r.area, bbox: r.bbox,
-      predicted_iou: r.predicted_iou, stability_score: r.stability_score, point_coords: r.point_coords, crop_box: r.crop_box }));
+      predicted_iou: r.predicted_iou, stability_score: r.stability_score, point_coords: r.point_coords, crop_box: r.crop_box,
+      label: r.label, category_id: r.category_id, score: r.score, box: r.box }));
   }
   const doc = { image: { image_id: 1, file_name: S.name, width: S.width, height: S.height }, annotations };
   save(new Blob([JSON.stringify(doc)], { type: "application/json" }), `${stem()}.json`);

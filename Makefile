@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sam2.py --memory --sizes t,l,vit_b --json out/bench/sam2_memory.json
 	$(BIN)/python benchmarks/bench_scale.py --json out/bench/scale.json
 	$(BIN)/python benchmarks/bench_scale.py --plot out/bench/scale.json -o out/bench/scale_throughput.png
+	$(BIN)/python benchmarks/bench_text.py --json out/bench/text.json
 	$(BIN)/python benchmarks/bench_server.py --json out/bench/server.json
 	$(BIN)/python benchmarks/bench_onnx.py --json out/bench/onnx.json $(if $(wildcard ../shared/eval-data),--eval-data ../shared/eval-data,)
 	$(BIN)/python benchmarks/plot_results.py out/bench/core.json out/bench/everything.json \

@@ -10,30 +10,32 @@ from pathlib import Path
 WORDS = ["cup", "spoon", "cat", "car", "person", "bicycle", "dog", "plate", "a", "photo", "of", "the"]
 
 
-def make_grounding_dino(folder: Path, seed: int = 0, swin: dict | None = None, bert: dict | None = None,
-                        vocab_size: int | None = None, **config) -> Path:
-    """A Grounding DINO with random weights (tiny unless `swin`/`bert`/`config` say otherwise) and
-    its processor, saved in `folder`."""
+def make_grounding_dino(folder: Path, seed: int = 0, full: bool = False) -> Path:
+    """A Grounding DINO with random weights and its processor, saved in `folder`: a small one, or
+    with `full` the architecture of IDEA-Research/grounding-dino-tiny (Swin-T, BERT-base, 900
+    queries, 6 + 6 layers; transformers' defaults) and its image sizes (800 to 1333)."""
     import torch
     import transformers as t
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "?", *WORDS]
-    vocab += [f"[unused{i}]" for i in range((vocab_size or 0) - len(vocab))]
+    vocab += [f"[unused{i}]" for i in range((30522 if full else 0) - len(vocab))]
     tokenizer = t.BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
-    swin_config = t.SwinConfig(**(swin or dict(embed_dim=24, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2],
-                                               window_size=7)), out_features=["stage2", "stage3", "stage4"])
-    bert_config = t.BertConfig(vocab_size=len(vocab), **(bert or dict(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)))
-    small = dict(num_queries=30, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                 d_model=32, encoder_attention_heads=2, decoder_attention_heads=2, encoder_n_points=2,
-                 decoder_n_points=2, max_text_len=32)
-    cfg = t.GroundingDinoConfig(backbone_config=swin_config, text_config=bert_config,
-                                **(config if swin or bert or config else small))
+    if full:
+        cfg = t.GroundingDinoConfig(text_config=t.BertConfig(vocab_size=len(vocab)))
+        images = t.GroundingDinoImageProcessor()
+    else:
+        swin = t.SwinConfig(embed_dim=24, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=7,
+                            out_features=["stage2", "stage3", "stage4"])
+        bert = t.BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=64, max_position_embeddings=64)
+        cfg = t.GroundingDinoConfig(backbone_config=swin, text_config=bert, num_queries=30, encoder_layers=1,
+                                    decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64, d_model=32,
+                                    encoder_attention_heads=2, decoder_attention_heads=2, encoder_n_points=2,
+                                    decoder_n_points=2, max_text_len=32)
+        images = t.GroundingDinoImageProcessor(size={"shortest_edge": 320, "longest_edge": 480})
     model = t.GroundingDinoForObjectDetection(cfg).eval()
-    size = {"shortest_edge": 320, "longest_edge": 480} if not (swin or bert or config) else None
-    images = t.GroundingDinoImageProcessor(**({"size": size} if size else {}))
     model.save_pretrained(folder)
     t.GroundingDinoProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(folder)
     return folder

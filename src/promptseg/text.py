@@ -289,14 +289,15 @@ class GroundingDinoDetector(_HFDetector):
 
     def detect(self, image, classes, box_threshold=BOX_THRESHOLD, text_threshold=TEXT_THRESHOLD) -> Detections:
         boxes, scores, labels = [], [], []
-        for start, chunk in self._chunks(classes):
+        for start, chunk in self.class_chunks(classes):
             found = self._detect(image, chunk, box_threshold, text_threshold)
             boxes.append(found.boxes)
             scores.append(found.scores)
             labels.append(found.labels + start)
         return Detections(np.concatenate(boxes), np.concatenate(scores), np.concatenate(labels))
 
-    def _chunks(self, classes: list[str]):
+    def class_chunks(self, classes: list[str]):
+        """(index of the first, class names) of each group that fits the model's text length."""
         limit = int(getattr(self.model.config, "max_text_len", 256)) - 2  # [CLS] and [SEP]
         chunk, used, start = [], 0, 0
         for i, name in enumerate(classes):

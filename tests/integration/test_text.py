@@ -161,3 +161,23 @@ def test_text_prompts_over_http_and_in_the_page(detectors, browser):
         up = httpx.post(f"{url}/v1/images", files={"file": ("coffee.png", photo.read_bytes(), "image/png")}, timeout=60)
         r = httpx.post(f"{url}/v1/images/{up.json()['id']}/text", json={"text": "cup"}, timeout=30)
         assert r.status_code == 404
+
+
+def test_more_class_names_than_grounding_dino_reads_at_once(detectors):
+    """Class names beyond the model's text length go in several passes; each pass is the
+    detection of its own names, labels counted from its first."""
+    import numpy as np
+
+    from promptseg.text import load_detector
+
+    detector = load_detector(detectors["grounding-dino"])  # reads 32 tokens: 30 besides [CLS], [SEP]
+    names = ["cup", "spoon", "cat", "car", "person", "bicycle", "dog", "plate"] + [f"thing{i}" for i in range(12)]
+    chunks = list(detector.class_chunks(names))
+    assert len(chunks) >= 2 and [c for _, c in chunks for c in c] == names
+    photo = np.asarray(Image.open(sample_image_path("coffee")).convert("RGB"))
+    whole = detector.detect(photo, names, 0.1, 0.05)
+    for start, chunk in chunks:
+        alone = detector.detect(photo, chunk, 0.1, 0.05)
+        part = (whole.labels >= start) & (whole.labels < start + len(chunk))
+        assert np.array_equal(whole.boxes[part], alone.boxes) and np.array_equal(whole.labels[part] - start, alone.labels)
+    assert len(whole.labels) and whole.labels.max() >= chunks[1][0]

@@ -23,6 +23,8 @@ _WHERE = {
     "read_image": "io",
     "refine_mask": "refine",
     "sample_image_path": "io",
+    "TextPredictor": "text",
+    "load_detector": "text",
 }
 
 __all__ = sorted(_WHERE)

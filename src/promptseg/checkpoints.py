@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .hf_format import from_hf, is_hf_sam
 from .model import CONFIGS, Sam, get_config
 from .progress import progress
 from .weights import DEFAULT_WEIGHTS, SETTINGS_KEY, WeightsSettings, downloadable
@@ -190,13 +191,25 @@ def _fetch(url: str, part: Path, have: int, total: int | None, quiet: bool, time
     return stated
 
 
+def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors: a file (`load_state_dict`), or a Hugging Face model folder
+    (config.json and model.safetensors, `promptseg.hf_format`)."""
+    path = Path(path)
+    if path.is_dir() and (path / "config.json").is_file():
+        from .hf_format import read_hf_folder
+
+        return read_hf_folder(path)
+    return load_state_dict(path)
+
+
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a checkpoint (.pth/.pt through torch's safe loader, or .safetensors) as a state dict."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir():
-        raise ValueError(f"checkpoint {path} is a folder; pass the .pth or .safetensors file")
+        raise ValueError(f"checkpoint {path} is a folder without config.json; pass the .pth or .safetensors file, "
+                         "or a Hugging Face model folder")
     if path.stat().st_size == 0:
         raise ValueError(f"checkpoint {path} is empty (0 bytes); download it again")
     if path.suffix == ".safetensors":
@@ -384,9 +397,13 @@ def build_model(
         model.model_type = model_type
         model.weights_settings = settings
         return model.to(device).eval()
-    state_dict = load_state_dict(checkpoint)
+    state_dict = read_checkpoint(checkpoint)
     release = None
-    if is_meta_sam2(state_dict):
+    if is_hf_sam(state_dict):
+        state_dict, hf_type = from_hf(state_dict, f"checkpoint {checkpoint}")
+        if model_type is not None and model_type != hf_type:
+            raise ValueError(f"checkpoint {checkpoint} is a Hugging Face {hf_type} SamModel, not {model_type}")
+    elif is_meta_sam2(state_dict):
         state_dict, skipped, release = convert_meta_sam2(state_dict)
         if skipped:
             print(f"promptseg: {checkpoint}: skipped {len(skipped)} weights of SAM 2's video model "

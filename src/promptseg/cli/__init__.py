@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import annotate, download, embed, evaluate, everything, export, segment, serve, synth, text, train
+from . import annotate, convert, download, embed, evaluate, everything, export, segment, serve, synth, text, train
 
 app = typer.Typer(
     add_completion=False,
@@ -22,6 +22,7 @@ app.command("train")(train.train)
 app.command("engine")(annotate.engine)
 app.command("embed")(embed.embed)
 app.command("label")(text.label)
+app.command("convert")(convert.convert)
 app.command("eval")(evaluate.evaluate)
 
 

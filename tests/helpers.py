@@ -44,7 +44,9 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             if not t.is_floating_point():
                 continue
             noise = torch.randn(t.shape, generator=g)
-            if name.endswith(".weight") and t.dim() == 1:  # norm scales
+            if name.endswith("running_var"):  # batch norm's variance: positive
+                t.copy_(1.0 + 0.3 * noise.abs())
+            elif name.endswith(".weight") and t.dim() == 1:  # norm scales
                 t.copy_(1.0 + 0.1 * noise)
             elif t.dim() == 1:  # biases
                 t.copy_(0.05 * noise)

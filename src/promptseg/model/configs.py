@@ -13,6 +13,7 @@ from .prompt_encoder import PromptEncoder
 from .sam import Sam
 from .sam2 import Sam2
 from .tiny_encoder import TinyEncoder
+from .tiny_vit import TinyViTEncoder
 from .transformer import TwoWayTransformer
 
 
@@ -100,6 +101,28 @@ class TinyConfig:
 
 
 @dataclass(frozen=True)
+class TinyViTConfig:
+    """MobileSAM (`vit_t`): the TinyViT-5M image encoder distilled from SAM's ViT-H, and SAM's
+    prompt encoder and mask decoder unchanged."""
+
+    img_size: int = 1024
+    dims: tuple[int, ...] = (64, 128, 160, 320)
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    heads: tuple[int, ...] = (2, 4, 5, 10)
+    windows: tuple[int, ...] = (7, 7, 14, 7)
+    prompt_embed_dim: int = 256
+    mask_in_chans: int = 16
+    decoder_depth: int = 2
+    decoder_heads: int = 8
+    decoder_mlp_dim: int = 2048
+
+    def build(self) -> Sam:
+        encoder = TinyViTEncoder(img_size=self.img_size, dims=self.dims, depths=self.depths, heads=self.heads,
+                                 windows=self.windows, out_chans=self.prompt_embed_dim)
+        return Sam(encoder, *_prompt_and_decoder(self.prompt_embed_dim, encoder.grid, self.img_size, self))
+
+
+@dataclass(frozen=True)
 class HieraConfig:
     """Hyperparameters of a SAM 2 image model (Hiera trunk, FPN neck, SAM 2's decoder)."""
 
@@ -165,17 +188,18 @@ def _hiera_sizes() -> dict[str, HieraConfig]:
     return out
 
 
-CONFIGS: dict[str, ViTConfig | TinyConfig | HieraConfig] = {
+CONFIGS: dict[str, ViTConfig | TinyConfig | TinyViTConfig | HieraConfig] = {
     "vit_b": ViTConfig(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)),
     "vit_l": ViTConfig(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)),
     "vit_h": ViTConfig(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
+    "vit_t": TinyViTConfig(),
     "tiny": TinyConfig(),
     "tiny_s8": TinyConfig(stride=8),
     **_hiera_sizes(),
 }
 
 
-def get_config(name: str) -> ViTConfig | TinyConfig | HieraConfig:
+def get_config(name: str) -> ViTConfig | TinyConfig | TinyViTConfig | HieraConfig:
     try:
         return CONFIGS[name]
     except KeyError:

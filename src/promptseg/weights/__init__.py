@@ -123,6 +123,12 @@ REGISTRY: dict[str, WeightsEntry] = {
         _meta("vit_b", "sam_vit_b_01ec64.pth", 375_042_383,
               "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
         *(_meta_sam2(release, size) for release in ("sam2.1", "sam2") for size in _SAM2_SIZES),
+        # MobileSAM's authors publish the file in their repository, without a checksum: the download
+        # checks the length the server states and prints the SHA-256 of what arrived
+        WeightsEntry("vit_t", "mobilesam", "mobile_sam.pt",
+                     "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
+                     settings=SAM_SETTINGS,
+                     description="MobileSAM: a TinyViT-5M encoder distilled from SAM ViT-H, SAM's decoder"),
     )
 }
 

@@ -1,0 +1,207 @@
+"""TinyViT, the image encoder of MobileSAM (`vit_t`): a convolutional stem and stage of MBConv
+blocks, then three stages of windowed attention with learned relative biases and a depthwise
+"local" convolution after each attention, and SAM's neck to 256 channels.
+
+Resolution: 1024 -> 256 (stem, stride 4) -> 128 -> 64, where it stays (MobileSAM keeps the last
+merge at stride 1 so that the embedding is SAM's 64x64). Parameter names follow MobileSAM's
+checkpoint, so its file loads as published (its ImageNet head included, unused)."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import sam_neck
+
+
+class ConvBN(nn.Sequential):
+    """A convolution without bias, then batch norm (`c`, `bn`)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, padding: int = 0,
+                 groups: int = 1) -> None:
+        super().__init__()
+        self.add_module("c", nn.Conv2d(cin, cout, kernel, stride, padding, groups=groups, bias=False))
+        self.add_module("bn", nn.BatchNorm2d(cout))
+
+
+class Stem(nn.Module):
+    """Two stride-2 3x3 convolutions: (B, 3, H, W) -> (B, dim, H/4, W/4)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.seq = nn.Sequential(ConvBN(3, dim // 2, 3, 2, 1), nn.GELU(), ConvBN(dim // 2, dim, 3, 2, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.seq(x)
+
+
+class MBConv(nn.Module):
+    """Inverted residual: 1x1 expand, 3x3 depthwise, 1x1 project, added to the input, GELU."""
+
+    def __init__(self, dim: int, expand: float) -> None:
+        super().__init__()
+        hidden = int(dim * expand)
+        self.conv1 = ConvBN(dim, hidden)
+        self.conv2 = ConvBN(hidden, hidden, 3, 1, 1, groups=hidden)
+        self.conv3 = ConvBN(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.gelu(self.conv2(F.gelu(self.conv1(x))))
+        return F.gelu(x + self.conv3(y))
+
+
+class Merge(nn.Module):
+    """Between stages: 1x1 conv, 3x3 depthwise (stride `stride`), 1x1 conv; takes a feature map
+    or tokens on a `size` grid and gives tokens (B, L', out)."""
+
+    def __init__(self, size: int, dim: int, out: int, stride: int) -> None:
+        super().__init__()
+        self.size = size
+        self.conv1 = ConvBN(dim, out)
+        self.conv2 = ConvBN(out, out, 3, stride, 1, groups=out)
+        self.conv3 = ConvBN(out, out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:  # tokens
+            x = x.transpose(1, 2).reshape(x.shape[0], -1, self.size, self.size)
+        x = self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(x)))))
+        return x.flatten(2).transpose(1, 2)
+
+
+@cache
+def relative_bias_index(window: int) -> torch.Tensor:
+    """(window^2, window^2): for two positions of a window, the index of their offset
+    (|dy| * window + |dx|) into the attention's bias table."""
+    with torch.inference_mode(False):  # kept across calls: a plain tensor, whatever mode the first call ran in
+        ys, xs = torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
+        ys, xs = ys.flatten(), xs.flatten()
+        return (ys[:, None] - ys[None, :]).abs() * window + (xs[:, None] - xs[None, :]).abs()
+
+
+class WindowAttention(nn.Module):
+    """Attention within one window: LayerNorm, then multi-head attention whose logits get a bias
+    learned per head and per (|dy|, |dx|) offset."""
+
+    def __init__(self, dim: int, heads: int, window: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.attention_biases = nn.Parameter(torch.zeros(heads, window * window))
+        self.window = window  # its bias index is computed, not stored (`relative_bias_index`)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        # per head, its q, k and v lie side by side in qkv's output
+        q, k, v = self.qkv(self.norm(x)).view(b, n, self.heads, 3, self.head_dim).permute(3, 0, 2, 1, 4)
+        index = relative_bias_index(self.window).to(self.attention_biases.device)
+        bias = self.attention_biases[:, index]  # (heads, n, n)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0).to(q.dtype))
+        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+
+
+class TinyMlp(nn.Module):
+    """LayerNorm, then two linear layers with GELU between them."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(self.norm(x))))
+
+
+class TinyBlock(nn.Module):
+    """Windowed attention (the grid zero-padded to whole windows; padded positions take part as
+    keys, as in the trained models), residual; a 3x3 depthwise convolution over the grid; the
+    MLP, residual. Tokens (B, size^2, dim) in and out."""
+
+    def __init__(self, size: int, dim: int, heads: int, window: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.size = size
+        self.window = window
+        self.attn = WindowAttention(dim, heads, window)
+        self.local_conv = ConvBN(dim, dim, 3, 1, 1, groups=dim)
+        self.mlp = TinyMlp(dim, int(dim * mlp_ratio))
+
+    def _windows(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, c = x.shape
+        s, w = self.size, self.window
+        if s == w:
+            return self.attn(x)
+        pad = (w - s % w) % w
+        grid = F.pad(x.view(b, s, s, c), (0, 0, 0, pad, 0, pad))
+        n = (s + pad) // w
+        wins = grid.view(b, n, w, n, w, c).transpose(2, 3).reshape(b * n * n, w * w, c)
+        grid = self.attn(wins).view(b, n, n, w, w, c).transpose(2, 3).reshape(b, n * w, n * w, c)
+        return grid[:, :s, :s].reshape(b, s * s, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, length, c = x.shape
+        x = x + self._windows(x)
+        x = self.local_conv(x.transpose(1, 2).reshape(b, c, self.size, self.size))
+        x = x.reshape(b, c, length).transpose(1, 2)
+        return x + self.mlp(x)
+
+
+class Stage(nn.Module):
+    """A stage's blocks, then (all but the last stage) a merge to the next width."""
+
+    def __init__(self, blocks: list[nn.Module], downsample: nn.Module | None) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x if self.downsample is None else self.downsample(x)
+
+
+class TinyViTEncoder(nn.Module):
+    """MobileSAM's image encoder: (B, 3, 1024, 1024) normalised pixels -> (B, 256, 64, 64)."""
+
+    def __init__(self, img_size: int = 1024, dims: tuple[int, ...] = (64, 128, 160, 320),
+                 depths: tuple[int, ...] = (2, 2, 6, 2), heads: tuple[int, ...] = (2, 4, 5, 10),
+                 windows: tuple[int, ...] = (7, 7, 14, 7), mlp_ratio: float = 4.0, mbconv_expand: float = 4.0,
+                 out_chans: int = 256, head_classes: int = 1000) -> None:
+        super().__init__()
+        self.img_size = img_size
+        self.patch_embed = Stem(dims[0])
+        size = img_size // 4
+        stages = []
+        for i, (dim, depth) in enumerate(zip(dims, depths)):
+            last = i == len(dims) - 1
+            if i == 0:
+                blocks = [MBConv(dim, mbconv_expand) for _ in range(depth)]
+            else:
+                blocks = [TinyBlock(size, dim, heads[i], windows[i], mlp_ratio) for _ in range(depth)]
+            merge = None
+            if not last:
+                # the merge into the widest stage keeps the grid: the embedding stays img_size / 16
+                stride = 1 if i == len(dims) - 2 else 2
+                merge = Merge(size, dim, dims[i + 1], stride)
+                next_size = size // stride
+            stages.append(Stage(blocks, merge))
+            if not last:
+                size = next_size
+        self.layers = nn.ModuleList(stages)
+        self.grid = size
+        # TinyViT's ImageNet classifier, kept so that MobileSAM's file loads as published; unused
+        self.norm_head = nn.LayerNorm(dims[-1])
+        self.head = nn.Linear(dims[-1], head_classes)
+        self.neck = sam_neck(dims[-1], out_chans)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        for stage in self.layers:
+            x = stage(x)
+        b, _, c = x.shape
+        return self.neck(x.view(b, self.grid, self.grid, c).permute(0, 3, 1, 2))

@@ -16,25 +16,14 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from calibration import Machine  # noqa: E402
+from calibration import Machine, median_seconds  # noqa: E402
 
 CLASSES = ["cup", "spoon", "plate", "cat", "person"]
-
-
-def _median(work, repeat: int) -> float:
-    work()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def measure(rgb, boxes, detector, ours: dict, ref, repeat: int) -> dict:
@@ -42,10 +31,10 @@ def measure(rgb, boxes, detector, ours: dict, ref, repeat: int) -> dict:
     import torch
 
     h, w = rgb.shape[:2]
-    row = {"image": f"{w}x{h}", "detector_s": _median(lambda: detector.detect(rgb, CLASSES, 0.35, 0.25), repeat)}
+    row = {"image": f"{w}x{h}", "detector_s": median_seconds(lambda: detector.detect(rgb, CLASSES, 0.35, 0.25), repeat)}
     for name, predictor in ours.items():
-        row[name] = {"embed_s": _median(lambda p=predictor: p.set_image(rgb), repeat),
-                     "boxes_s": _median(lambda p=predictor: p.predict(box=boxes, multimask_output=False), repeat)}
+        row[name] = {"embed_s": median_seconds(lambda p=predictor: p.set_image(rgb), repeat),
+                     "boxes_s": median_seconds(lambda p=predictor: p.predict(box=boxes, multimask_output=False), repeat)}
 
     def ref_boxes():
         with torch.inference_mode():
@@ -53,8 +42,8 @@ def measure(rgb, boxes, detector, ours: dict, ref, repeat: int) -> dict:
                                                                           (h, w)), multimask_output=False)
 
     with torch.inference_mode():
-        row["reference vit_b"] = {"embed_s": _median(lambda: ref.set_image(rgb), repeat),
-                                  "boxes_s": _median(ref_boxes, repeat)}
+        row["reference vit_b"] = {"embed_s": median_seconds(lambda: ref.set_image(rgb), repeat),
+                                  "boxes_s": median_seconds(ref_boxes, repeat)}
     return row
 
 

@@ -36,7 +36,7 @@ def others_cpu_share(seconds: float = 1.0) -> float:
     return 0.0 if spent <= 0 else 1.0 - (idle1 - idle0) / spent
 
 
-def _median_seconds(work, repeat: int) -> float:
+def median_seconds(work, repeat: int) -> float:
     """Median time of `work()` over `repeat` runs, after one warm-up run."""
     work()
     times = []
@@ -51,7 +51,7 @@ def matmul_gflops(n: int = 2048, repeat: int = 7) -> float:
     import torch
 
     a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / _median_seconds(lambda: a @ b, repeat) / 1e9
+    return 2 * n**3 / median_seconds(lambda: a @ b, repeat) / 1e9
 
 
 def copy_gbps(megabytes: int = 256, repeat: int = 5) -> float:
@@ -60,7 +60,7 @@ def copy_gbps(megabytes: int = 256, repeat: int = 5) -> float:
 
     src = torch.ones(megabytes * 2**20 // 4)
     dst = torch.empty_like(src)  # its pages are touched by the warm-up run
-    return 2 * src.numel() * 4 / _median_seconds(lambda: dst.copy_(src), repeat) / 1e9
+    return 2 * src.numel() * 4 / median_seconds(lambda: dst.copy_(src), repeat) / 1e9
 
 
 @dataclass

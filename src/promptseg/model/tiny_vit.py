@@ -18,13 +18,50 @@ from .common import sam_neck
 
 
 class ConvBN(nn.Sequential):
-    """A convolution without bias, then batch norm (`c`, `bn`)."""
+    """A convolution without bias, then batch norm (`c`, `bn`). In eval mode the two run as one
+    convolution whose weights carry the norm's scale and shift (one pass over the feature map
+    instead of two)."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, padding: int = 0,
                  groups: int = 1) -> None:
         super().__init__()
         self.add_module("c", nn.Conv2d(cin, cout, kernel, stride, padding, groups=groups, bias=False))
         self.add_module("bn", nn.BatchNorm2d(cout))
+
+    def fused(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The convolution's weight and bias with the norm folded in (eval mode)."""
+        bn = self.bn
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        return self.c.weight * scale.view(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        conv = self.c
+        return F.conv2d(x, *self.fused(), conv.stride, conv.padding, conv.dilation, conv.groups)
+
+    def gelu(self, x: torch.Tensor) -> torch.Tensor:
+        """GELU(self(x)); on a CPU at inference, as one oneDNN convolution with the GELU (erf)
+        applied as it writes, instead of a second pass over the feature map."""
+        if not self.training and _fusable(x):
+            conv = self.c
+            try:
+                return torch.ops.mkldnn._convolution_pointwise(
+                    x, *self.fused(), list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+                    "gelu", [None], "none")
+            except (RuntimeError, AttributeError):
+                _FUSED["ok"] = False  # this build of torch lacks it: the plain path from now on
+        return F.gelu(self(x))
+
+
+_FUSED = {"ok": True}
+
+
+def _fusable(x: torch.Tensor) -> bool:
+    """Whether the fused convolution can take `x`: torch's oneDNN op, CPU, fp32, no autograd, not
+    being exported or traced (ONNX has no such op)."""
+    return (_FUSED["ok"] and x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+            and not torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export())
 
 
 class Stem(nn.Module):
@@ -35,7 +72,7 @@ class Stem(nn.Module):
         self.seq = nn.Sequential(ConvBN(3, dim // 2, 3, 2, 1), nn.GELU(), ConvBN(dim // 2, dim, 3, 2, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.seq(x)
+        return self.seq[2](self.seq[0].gelu(x))
 
 
 class MBConv(nn.Module):
@@ -49,8 +86,7 @@ class MBConv(nn.Module):
         self.conv3 = ConvBN(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.gelu(self.conv2(F.gelu(self.conv1(x))))
-        return F.gelu(x + self.conv3(y))
+        return F.gelu(x + self.conv3(self.conv2.gelu(self.conv1.gelu(x))))
 
 
 class Merge(nn.Module):
@@ -67,7 +103,7 @@ class Merge(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:  # tokens
             x = x.transpose(1, 2).reshape(x.shape[0], -1, self.size, self.size)
-        x = self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(x)))))
+        x = self.conv3(self.conv2.gelu(self.conv1.gelu(x)))
         return x.flatten(2).transpose(1, 2)
 
 
@@ -200,7 +236,8 @@ class TinyViTEncoder(nn.Module):
         self.neck = sam_neck(dims[-1], out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x)
+        # channels last: the convolutional stages' depthwise convolutions run several times faster
+        x = self.patch_embed(x.contiguous(memory_format=torch.channels_last))
         for stage in self.layers:
             x = stage(x)
         b, _, c = x.shape

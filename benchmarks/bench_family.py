@@ -1,0 +1,128 @@
+"""The SAM family on this CPU: for each type, our embedding and click against its own package in
+one process, on the same (random) weights and photo, and every type side by side.
+
+    .venv/bin/python benchmarks/bench_family.py [--repeat 5] [--types vit_t,hf_vit_b] [--json out.json]
+
+Types and their own code: vit_t (MobileSAM) against `mobile_sam` (mobilesam-mirror); hf_vit_b
+(SAM ViT-B in Hugging Face's format) against `transformers`' SamModel and SamProcessor. A click
+is one foreground point, three candidates brought to full size (SAM's predictor); for
+transformers, its model call on the image's embeddings and `post_process_masks`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from calibration import Machine, median_seconds  # noqa: E402
+
+POINT = [[300.0, 200.0]]
+
+
+def mobilesam(photo, repeat: int) -> dict:
+    import numpy as np
+    from mobile_sam import SamPredictor, sam_model_registry
+
+    from helpers import randomize_
+    from promptseg import Predictor, build_model
+
+    ref = randomize_(sam_model_registry["vit_t"](), seed=0).eval()
+    ours = build_model("vit_t")
+    ours.load_state_dict(ref.state_dict())
+    theirs, mine = SamPredictor(ref), Predictor(ours)
+    row = {"type": "vit_t", "reference": "mobile_sam", "params_m": sum(p.numel() for p in ours.parameters()) / 1e6}
+    pts, lab = np.array(POINT), np.array([1])
+    for name, p in (("ours", mine), ("ref", theirs)):
+        row[f"{name}_embed_s"] = median_seconds(lambda p=p: p.set_image(photo), repeat)
+        row[f"{name}_click_s"] = median_seconds(lambda p=p: p.predict(pts, lab, multimask_output=True), repeat * 4)
+    return row
+
+
+def hf_vit_b(photo, repeat: int) -> dict:
+    import torch
+    import transformers as t
+
+    from helpers import randomize_
+    from promptseg import Predictor, build_model
+
+    config = t.SamConfig(vision_config=t.SamVisionConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                                         global_attn_indexes=[2, 5, 8, 11]))
+    with tempfile.TemporaryDirectory() as tmp:
+        randomize_(t.SamModel(config), seed=0).save_pretrained(tmp)
+        hf = t.SamModel.from_pretrained(tmp).eval()
+        ours = build_model(checkpoint=tmp)
+    processor = t.SamProcessor(t.SamImageProcessor())
+    mine = Predictor(ours)
+    row = {"type": "hf_vit_b", "reference": "transformers SamModel", "params_m": sum(p.numel() for p in ours.parameters()) / 1e6}
+    row["ours_embed_s"] = median_seconds(lambda: mine.set_image(photo), repeat)
+    import numpy as np
+
+    row["ours_click_s"] = median_seconds(lambda: mine.predict(np.array(POINT), np.array([1])), repeat * 4)
+    state = {}
+
+    def embed():
+        inputs = processor(images=photo, return_tensors="pt")
+        with torch.inference_mode():
+            state["emb"] = hf.get_image_embeddings(inputs["pixel_values"])
+        state["inputs"] = inputs
+
+    def click():
+        inputs = processor(images=photo, input_points=[[POINT]], return_tensors="pt")
+        with torch.inference_mode():
+            out = hf(image_embeddings=state["emb"], input_points=inputs["input_points"], multimask_output=True)
+        processor.image_processor.post_process_masks(out.pred_masks, inputs["original_sizes"],
+                                                     inputs["reshaped_input_sizes"])
+
+    row["ref_embed_s"] = median_seconds(embed, repeat)
+    row["ref_click_s"] = median_seconds(click, repeat * 4)
+    return row
+
+
+TYPES = {"vit_t": mobilesam, "hf_vit_b": hf_vit_b}
+
+
+def main() -> None:
+    import numpy as np
+    from PIL import Image
+
+    from promptseg import sample_image_path
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--types", default=",".join(TYPES))
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    photo = np.asarray(Image.open(sample_image_path("coffee")).convert("RGB").resize((1500, 1000), Image.BICUBIC))
+    machine = Machine.start()
+    rows = []
+    for name in args.types.split(","):
+        row = TYPES[name](photo, args.repeat)
+        row["embed_x"] = row["ref_embed_s"] / row["ours_embed_s"]
+        row["click_x"] = row["ref_click_s"] / row["ours_click_s"]
+        rows.append(row)
+        print(f"{name}: embedding {row['ours_embed_s']:.3f} s vs {row['ref_embed_s']:.3f} s ({row['embed_x']:.2f}x); "
+              f"click {row['ours_click_s'] * 1000:.1f} ms vs {row['ref_click_s'] * 1000:.1f} ms ({row['click_x']:.2f}x)",
+              flush=True)
+    summary = machine.stop()
+    print("\n| type | its own code | parameters | embedding ours / its own | x | click ours / its own | x |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['type']} | {r['reference']} | {r['params_m']:.1f} M | {r['ours_embed_s']:.3f} / "
+              f"{r['ref_embed_s']:.3f} s | {r['embed_x']:.2f} | {r['ours_click_s'] * 1000:.1f} / "
+              f"{r['ref_click_s'] * 1000:.1f} ms | {r['click_x']:.2f} |")
+    print(f"median ratios: embedding {statistics.median(r['embed_x'] for r in rows):.2f}x, "
+          f"click {statistics.median(r['click_x'] for r in rows):.2f}x")
+    print(machine.line())
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "machine": summary, "args": vars(args)}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

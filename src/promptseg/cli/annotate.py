@@ -6,18 +6,16 @@ from pathlib import Path
 
 import typer
 
-from ..cpu import set_threads
 from .common import (
     INPUTS_HELP,
     MODEL_HELP,
-    check_output_dir,
     engine_options,
+    finish_job,
     gather_inputs,
-    ray_options,
+    start_job,
     threads_option,
     user_errors,
 )
-from .everything import report_failures
 
 _E = engine_options()
 
@@ -55,9 +53,7 @@ def engine(
 
     paths, missing = gather_inputs(inputs, manifest)
     with user_errors():
-        set_threads(threads)
-        check_output_dir(output)
-        ray = ray_options(engine, ray_address, workers, cpus_per_worker, gpus_per_worker, batch_size)
+        ray = start_job(threads, output, engine, ray_address, workers, cpus_per_worker, gpus_per_worker, batch_size)
         options = dict(points_per_side=points_per_side, pred_iou_thresh=pred_iou_thresh,
                        stability_score_thresh=stability_score_thresh, min_mask_region_area=min_mask_region_area)
         MaskGenerator.check_options(**options)
@@ -65,8 +61,5 @@ def engine(
                        checkpoint=None if checkpoint is None else str(checkpoint))
         predictor = load_predictor(model, checkpoint=checkpoint) if ray is None else None
         summary = run_job(spec, paths, engine, ray, quiet, "annotating", predictor, shards)
-    failures = [(m, "no such file, or the pattern matched nothing") for m in missing] + summary.failures
-    if not quiet:
-        typer.echo(f"{summary.done} images annotated, {summary.masks} masks kept, {len(failures)} failed; "
-                   f"shard in {output}", err=True)
-    report_failures(failures)
+    finish_job(summary, missing, quiet, lambda failed: (
+        f"{summary.done} images annotated, {summary.masks} masks kept, {failed} failed; shard in {output}"))

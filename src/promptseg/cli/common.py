@@ -166,3 +166,27 @@ def ray_options(engine: str, ray_address: str | None, workers: str, cpus_per_wor
         return None
     return RayOptions(address=ray_address, workers=parse_workers(workers), cpus_per_worker=cpus_per_worker,
                       gpus_per_worker=gpus_per_worker, batch_size=batch_size)
+
+
+def start_job(threads: int | None, output: Path, engine: str, ray_address: str | None, workers: str,
+              cpus_per_worker: float, gpus_per_worker: float, batch_size: int):
+    """What every job command checks before work: threads set, the output folder writable, the
+    engine's options (None for the local engine, else RayOptions). Raises UserError/ValueError."""
+    from ..cpu import set_threads
+
+    set_threads(threads)
+    check_output_dir(output)
+    return ray_options(engine, ray_address, workers, cpus_per_worker, gpus_per_worker, batch_size)
+
+
+def finish_job(summary, missing: list[str], quiet: bool, line) -> None:
+    """A job's end: `line(failed)` (the summary sentence, given the failure count) on stderr unless
+    `quiet`, then one `failed:` line per input that matched nothing or failed, and exit status 1
+    when there was any."""
+    failures = [(m, "no such file, or the pattern matched nothing") for m in missing] + summary.failures
+    if not quiet:
+        typer.echo(line(len(failures)), err=True)
+    for item, why in failures:
+        typer.echo(f"failed: {item}: {why}", err=True)
+    if failures:
+        raise typer.Exit(1)

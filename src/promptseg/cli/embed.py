@@ -7,18 +7,16 @@ from pathlib import Path
 
 import typer
 
-from ..cpu import set_threads
 from .common import (
     INPUTS_HELP,
     MODEL_HELP,
-    check_output_dir,
     engine_options,
+    finish_job,
     gather_inputs,
-    ray_options,
+    start_job,
     threads_option,
     user_errors,
 )
-from .everything import report_failures
 
 _E = engine_options()
 
@@ -46,14 +44,10 @@ def embed(
 
     paths, missing = gather_inputs(inputs, manifest)
     with user_errors():
-        set_threads(threads)
-        check_output_dir(output)
-        ray = ray_options(engine, ray_address, workers, cpus_per_worker, gpus_per_worker, batch_size)
+        ray = start_job(threads, output, engine, ray_address, workers, cpus_per_worker, gpus_per_worker, batch_size)
         spec = JobSpec("embed", str(output), model=model, checkpoint=None if checkpoint is None else str(checkpoint))
         predictor = load_predictor(model, checkpoint=checkpoint) if ray is None else None
         summary = run_job(spec, paths, engine, ray, quiet, "embedding", predictor)
-    failures = [(m, "no such file, or the pattern matched nothing") for m in missing] + summary.failures
-    if not quiet:
-        typer.echo(f"{len(paths)} images: {summary.done} embedded, {summary.skipped} already done, "
-                   f"{len(failures)} failed; files in {output}", err=True)
-    report_failures(failures)
+    finish_job(summary, missing, quiet, lambda failed: (
+        f"{len(paths)} images: {summary.done} embedded, {summary.skipped} already done, {failed} failed; "
+        f"files in {output}"))

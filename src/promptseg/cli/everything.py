@@ -6,18 +6,17 @@ from pathlib import Path
 
 import typer
 
-from ..cpu import set_threads
 from .common import (
     BACKEND_HELP,
     FLIP_HELP,
     INPUTS_HELP,
     MODEL_HELP,
     check_backend,
-    check_output_dir,
     engine_options,
     fail,
+    finish_job,
     gather_inputs,
-    ray_options,
+    start_job,
     threads_option,
     user_errors,
 )
@@ -80,10 +79,8 @@ def everything(
         fail(f"--format must be sa1b, coco or png, got {fmt!r}")
     paths, missing = gather_inputs(inputs, manifest)
     with user_errors():
-        set_threads(threads)
-        check_output_dir(output)
+        ray = start_job(threads, output, engine, ray_address, workers, cpus_per_worker, gpus_per_worker, batch_size)
         check_backend(backend)
-        ray = ray_options(engine, ray_address, workers, cpus_per_worker, gpus_per_worker, batch_size)
         options = dict(
             points_per_side=points_per_side,
             points_per_batch=points_per_batch,
@@ -107,19 +104,6 @@ def everything(
         if ray is None:  # built here, so a bad model fails before any image (Ray's workers build their own)
             predictor = load_predictor(model, checkpoint=checkpoint, backend=backend, flip=flip, onnx_dir=onnx_dir)
         summary = run_job(spec, paths, engine, ray, quiet, "everything", predictor, shards)
-    failures = [(m, "no such file, or the pattern matched nothing") for m in missing] + summary.failures
-    if not quiet:
-        typer.echo(
-            f"{len(paths)} images: {summary.done} segmented ({summary.masks} masks), {summary.skipped} already done, "
-            f"{len(failures)} failed; results in {output}",
-            err=True,
-        )
-    report_failures(failures)
-
-
-def report_failures(failures: list[tuple[str, str]]) -> None:
-    """One line per failed input on stderr, and a non-zero exit when there was any."""
-    for item, why in failures:
-        typer.echo(f"failed: {item}: {why}", err=True)
-    if failures:
-        raise typer.Exit(1)
+    finish_job(summary, missing, quiet, lambda failed: (
+        f"{len(paths)} images: {summary.done} segmented ({summary.masks} masks), {summary.skipped} already done, "
+        f"{failed} failed; results in {output}"))

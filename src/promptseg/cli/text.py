@@ -9,7 +9,6 @@ from pathlib import Path
 
 import typer
 
-from ..cpu import set_threads
 from .common import (
     BACKEND_HELP,
     FLIP_HELP,
@@ -19,8 +18,9 @@ from .common import (
     check_output_dir,
     engine_options,
     fail,
+    finish_job,
     gather_inputs,
-    ray_options,
+    start_job,
     threads_option,
     user_errors,
 )
@@ -126,7 +126,6 @@ def label(
     from ..engine.local import FORMATS
     from ..engine.run import run_job
     from ..predict import load_predictor
-    from .everything import report_failures
 
     if fmt not in FORMATS:
         fail(f"--format must be coco, sa1b or png, got {fmt!r}")
@@ -134,10 +133,8 @@ def label(
         classes = check_text_options(text, box_threshold, text_threshold)
     paths, missing = gather_inputs(inputs, manifest)
     with user_errors():
-        set_threads(threads)
-        check_output_dir(output)
+        ray = start_job(threads, output, engine, ray_address, workers, cpus_per_worker, gpus_per_worker, batch_size)
         check_backend(backend)
-        ray = ray_options(engine, ray_address, workers, cpus_per_worker, gpus_per_worker, batch_size)
         spec = JobSpec("label", str(output), fmt=fmt, overlays=overlays, model=model,
                        text={"classes": classes, "detector": detector, "box_threshold": box_threshold,
                              "text_threshold": text_threshold},
@@ -149,11 +146,6 @@ def label(
             process = spec.processor(load_predictor(model, checkpoint=checkpoint, backend=backend, flip=flip,
                                                     onnx_dir=onnx_dir))
         summary = run_job(spec, paths, engine, ray, quiet, "label", process=process)
-    failures = [(m, "no such file, or the pattern matched nothing") for m in missing] + summary.failures
-    if not quiet:
-        typer.echo(
-            f"{len(paths)} images: {summary.done} labelled ({summary.masks} objects of {len(classes)} classes), "
-            f"{summary.skipped} already done, {len(failures)} failed; results in {output}",
-            err=True,
-        )
-    report_failures(failures)
+    finish_job(summary, missing, quiet, lambda failed: (
+        f"{len(paths)} images: {summary.done} labelled ({summary.masks} objects of {len(classes)} classes), "
+        f"{summary.skipped} already done, {failed} failed; results in {output}"))

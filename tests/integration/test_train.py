@@ -363,3 +363,35 @@ def test_the_projects_training_configs_parse_and_name_a_registered_model(name):
 
     cfg = TrainConfig.from_file(ROOT / name)
     assert cfg.model in CONFIGS and cfg.data and cfg.steps > cfg.recipe.interactive_from_step >= 0
+
+
+def test_fine_tuning_mobilesam_then_evaluating_it(shard, tmp_path):
+    """MobileSAM (`vit_t`) from a checkpoint in its published layout (a plain state dict .pt):
+    `promptseg train` fine-tunes it (its batch-normed TinyViT in training mode), the result loads
+    back as vit_t, and `promptseg eval` scores it."""
+    from helpers import randomize_, scene_folder
+    from promptseg import build_model
+
+    start = tmp_path / "mobile_sam.pt"
+    torch.save(randomize_(build_model("vit_t"), seed=2).state_dict(), start)
+    cfg = tmp_path / "vt.toml"
+    cfg.write_text(
+        f'[model]\ntype = "vit_t"\ncheckpoint = "{start}"\n[[data]]\npath = "{shard}"\n'
+        '[train]\noutput = "run"\nsteps = 2\nbatch_size = 1\nmasks_per_image = 2\nwarmup_steps = 1\nlr = 1e-4\n'
+        "[recipe]\npoint_rounds = 1\nmask_only_rounds = 1\n"
+    )
+    out = run("train", cfg, "--quiet")
+    assert out.returncode == 0, out.stderr
+    tuned = build_model(checkpoint=tmp_path / "run" / "last.safetensors")
+    assert tuned.model_type == "vit_t"
+    before, after = build_model(checkpoint=start).state_dict(), tuned.state_dict()
+    for name in ("image_encoder.layers.0.blocks.0.conv1.c.weight", "image_encoder.layers.1.blocks.0.attn.attention_biases",
+                 "mask_decoder.iou_token.weight"):
+        assert not torch.equal(before[name], after[name]), name
+    data = scene_folder(tmp_path / "bench", n=1)
+    out = run("eval", data, "--checkpoint", tmp_path / "run" / "last.safetensors", "--baselines", "none",
+              "--output", tmp_path / "r.json", "--quiet")
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    (scores,) = report["overall"].values()
+    assert scores["instances"] == 1 and 0 <= scores["box"] <= 1

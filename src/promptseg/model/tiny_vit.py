@@ -151,7 +151,15 @@ class TinyMlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(self.norm(x))))
+        x = self.norm(x)
+        if not self.training and _fusable(x):  # fc1 and its GELU as one oneDNN op, as ConvBN.gelu
+            try:
+                hidden = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), self.fc1.weight, self.fc1.bias,
+                                                            "gelu", [None], "none")
+                return self.fc2(hidden.view(*x.shape[:-1], -1))
+            except (RuntimeError, AttributeError):
+                _FUSED["ok"] = False
+        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class TinyBlock(nn.Module):

@@ -121,7 +121,7 @@ def read_image(source: ImageLike) -> np.ndarray:
     if is_uri(source):
         source = RemoteFile(source)
     if isinstance(source, RemoteFile):
-        return _decode(BytesIO(source.read_bytes()), source.uri)
+        return decode_image_bytes(source.read_bytes(), source.uri)
     if not isinstance(source, (str, os.PathLike)):
         raise ValueError(f"cannot read an image from a {type(source).__name__}; pass a path, PIL image or array")
     path = Path(source)
@@ -130,6 +130,12 @@ def read_image(source: ImageLike) -> np.ndarray:
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not an image file")
     return _decode(path, str(path))
+
+
+def decode_image_bytes(data: bytes, label: str) -> np.ndarray:
+    """An image file's bytes (fetched from wherever `label` names) decoded as `read_image` decodes
+    a file, with its errors."""
+    return _decode(BytesIO(data), label)
 
 
 def _decode(file, label: str) -> np.ndarray:

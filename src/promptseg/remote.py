@@ -4,7 +4,7 @@ variables, `~/.aws`, an instance role; `AWS_ENDPOINT_URL` for an S3-compatible s
 Google's application default credentials). Needs pyarrow: pip install 'promptseg[ray]'.
 
 A `RemoteFile` answers what the engine asks of an input path (`name`, `stem`, `suffix`,
-`parent`, `resolve()`, `exists()`) and opens for reading; outputs are written to local (or
+`parent`, `resolve()`) and opens for reading; outputs are written to local (or
 mounted) folders."""
 
 from __future__ import annotations
@@ -69,12 +69,6 @@ class RemoteFile:
     def read_bytes(self) -> bytes:
         with self.open() as f:
             return f.read()
-
-    def exists(self) -> bool:
-        import pyarrow.fs as pafs
-
-        fs, path = _filesystem(self.uri)
-        return fs.get_file_info(path).type == pafs.FileType.File
 
     def __str__(self) -> str:
         return self.uri

@@ -178,6 +178,11 @@ def text_records(found: Detections, classes: list[str], masks: np.ndarray, ious:
     return records
 
 
+def caption(record: dict) -> str:
+    """A text-prompt record's tag in pictures: its label and detector score ("cup 0.87")."""
+    return f"{record['label']} {record['score']:.2f}"
+
+
 def coco_categories(classes: list[str]) -> list[dict]:
     """COCO categories for class names: ids 1, 2, ... in the order given, so the same --text gives
     the same ids on every run."""

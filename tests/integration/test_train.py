@@ -195,18 +195,23 @@ def test_train_cli_reports_config_errors_in_one_line(tmp_path):
     assert out.returncode == 1 and "does not exist" in out.stderr and "Traceback" not in out.stderr
 
 
+def fine_tune_config(path: Path, model_type: str, checkpoint: Path, shard: Path) -> Path:
+    """A two-step fine-tune of `model_type` from `checkpoint` on `shard`, into `run` beside `path`."""
+    path.write_text(
+        f'[model]\ntype = "{model_type}"\ncheckpoint = "{checkpoint}"\n[[data]]\npath = "{shard}"\n'
+        '[train]\noutput = "run"\nsteps = 2\nbatch_size = 1\nmasks_per_image = 2\nwarmup_steps = 1\nlr = 1e-4\n'
+        "[recipe]\npoint_rounds = 1\nmask_only_rounds = 1\n"
+    )
+    return path
+
+
 def test_fine_tuning_sam2_from_metas_checkpoint(shard, tmp_path, sam2_t_checkpoint):
     """`promptseg train` on a SAM 2.1 model, starting from Meta's `.pt`: square inputs, the
     high-res levels and the object-score head are trained (its loss logged), and the result
     loads back through the ordinary loader as the same type."""
     from promptseg import Predictor, build_model, sample_image_path
 
-    cfg = tmp_path / "s2.toml"
-    cfg.write_text(
-        f'[model]\ntype = "sam2.1_hiera_t"\ncheckpoint = "{sam2_t_checkpoint[1]}"\n[[data]]\npath = "{shard}"\n'
-        '[train]\noutput = "run"\nsteps = 2\nbatch_size = 1\nmasks_per_image = 2\nwarmup_steps = 1\nlr = 1e-4\n'
-        "[recipe]\npoint_rounds = 1\nmask_only_rounds = 1\n"
-    )
+    cfg = fine_tune_config(tmp_path / "s2.toml", "sam2.1_hiera_t", sam2_t_checkpoint[1], shard)
     out = run("train", cfg, "--quiet")
     assert out.returncode == 0, out.stderr
     rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
@@ -374,12 +379,7 @@ def test_fine_tuning_mobilesam_then_evaluating_it(shard, tmp_path):
 
     start = tmp_path / "mobile_sam.pt"
     torch.save(randomize_(build_model("vit_t"), seed=2).state_dict(), start)
-    cfg = tmp_path / "vt.toml"
-    cfg.write_text(
-        f'[model]\ntype = "vit_t"\ncheckpoint = "{start}"\n[[data]]\npath = "{shard}"\n'
-        '[train]\noutput = "run"\nsteps = 2\nbatch_size = 1\nmasks_per_image = 2\nwarmup_steps = 1\nlr = 1e-4\n'
-        "[recipe]\npoint_rounds = 1\nmask_only_rounds = 1\n"
-    )
+    cfg = fine_tune_config(tmp_path / "vt.toml", "vit_t", start, shard)
     out = run("train", cfg, "--quiet")
     assert out.returncode == 0, out.stderr
     tuned = build_model(checkpoint=tmp_path / "run" / "last.safetensors")

@@ -19,12 +19,11 @@ from .common import (
     check_backend,
     check_output_file,
     check_refine,
-    fail,
     parse_floats,
     threads_option,
     user_errors,
 )
-from .text import BOX_THRESHOLD_HELP, DETECTOR_HELP, TEXT_HELP, TEXT_THRESHOLD_HELP
+from .text import BOX_THRESHOLD_HELP, DETECTOR_HELP, TEXT_HELP, TEXT_THRESHOLD_HELP, segment_text
 
 
 def segment(
@@ -59,15 +58,9 @@ def segment(
 ) -> None:
     """Segment IMAGE from point and/or box prompts and write the mask as a PNG; or, with --text,
     every object of the class names given, a mask each, with their labels and scores."""
-    if text is not None:
-        if point or box or embedding is not None or multimask or refine not in (None, "none"):
-            fail("--text finds its own boxes and answers with SAM's masks: give it without --point, --box, "
-                 "--embedding, --multimask or --refine")
-        with user_errors():
-            set_threads(threads)
-        from .text import segment_text
-
-        return segment_text(image, text, detector, box_threshold, text_threshold,
+    if text is not None:  # class names instead of where-prompts
+        where = bool(point or box or embedding is not None or multimask or refine not in (None, "none"))
+        return segment_text(image, text, detector, box_threshold, text_threshold, threads, where,
                             dict(model=model, checkpoint=checkpoint, backend=backend, flip=flip, onnx_dir=onnx_dir),
                             output or Path("text_masks"), overlay_path, as_json, quiet)
     output = output or Path("mask.png")
@@ -128,11 +121,16 @@ def segment(
     }
     if chosen is not None:
         summary["seconds"]["refine"] = round(t_refine, 3)
+    _report(summary, as_json, quiet)
+
+
+def _report(summary: dict, as_json: bool, quiet: bool) -> None:
+    """The summary as JSON on stdout, or a line per mask written on stderr (none when quiet)."""
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     elif not quiet:
-        refined = f", refined with {chosen}" if chosen else ""
-        for rec in written:
+        refined = f", refined with {summary['refine']}" if summary["refine"] else ""
+        for rec in summary["masks"]:
             typer.echo(f"wrote {rec['path']} (score {rec['score']:.3f}, {rec['area']} px{refined})", err=True)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from ..cpu import set_threads
 from .common import (
     BACKEND_HELP,
     FLIP_HELP,
@@ -44,18 +45,24 @@ def check_text_options(text: str, box_threshold: float, text_threshold: float) -
 
 
 def segment_text(image: Path, text: str, detector: str | None, box_threshold: float, text_threshold: float,
-                 predictor_options: dict, output: Path, overlay_path: Path | None, as_json: bool,
-                 quiet: bool) -> None:
+                 threads: int | None, where_prompts: bool, predictor_options: dict, output: Path,
+                 overlay_path: Path | None, as_json: bool, quiet: bool) -> None:
     """`segment --text`: every instance of the class names in IMAGE, as OUTPUT/NNN_LABEL.png, a
-    labelled overlay (OUTPUT/overlay.png unless --overlay names one), and --json records."""
+    labelled overlay (OUTPUT/overlay.png unless --overlay names one), and --json records.
+    `where_prompts`: whether segment's point, box, embedding, multimask or refine options were
+    given too, which --text does not take."""
     import time
 
     from ..io import overlay, read_image, write_image, write_mask_png
     from ..predict import load_predictor
     from ..progress import status
-    from ..text import TextPredictor, load_detector
+    from ..text import TextPredictor, caption, load_detector
 
+    if where_prompts:
+        fail("--text finds its own boxes and answers with SAM's masks: give it without --point, --box, "
+             "--embedding, --multimask or --refine")
     with user_errors():
+        set_threads(threads)
         classes = check_text_options(text, box_threshold, text_threshold)
         check_output_dir(output)
         rgb = read_image(image)
@@ -79,7 +86,7 @@ def segment_text(image: Path, text: str, detector: str | None, box_threshold: fl
             write_mask_png(rec["segmentation"], rec["path"])
         picture = overlay_path or output / "overlay.png"
         write_image(overlay(rgb, [r["segmentation"] for r in records],
-                            captions=[f"{r['label']} {r['score']:.2f}" for r in records]), picture)
+                            captions=[caption(r) for r in records]), picture)
     listed = [{k: v for k, v in r.items() if k != "segmentation"} for r in records]
     if as_json:
         typer.echo(json.dumps({"image": str(image), "classes": classes, "objects": listed, "overlay": str(picture),
@@ -140,7 +147,6 @@ def label(
                              "text_threshold": text_threshold},
                        checkpoint=None if checkpoint is None else str(checkpoint), backend=backend, flip=flip,
                        onnx_dir=None if onnx_dir is None else str(onnx_dir))
-        spec.check()
         process = None
         if ray is None:  # built here, so a bad model or detector fails before any image
             process = spec.processor(load_predictor(model, checkpoint=checkpoint, backend=backend, flip=flip,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..formats import sa1b_json
-from ..io import InputPath, atomic_path, open_input, read_image, write_json
+from ..io import InputPath, atomic_path, write_json
 from .batch import Item, run_batch
 
 MAX_IMAGE_FRACTION = 0.95
@@ -33,13 +33,16 @@ def annotate_processor(generator, out_dir: Path) -> Callable[[Item], int]:
     returned."""
 
     def process(item: Item) -> int:
-        rgb = read_image(item.path)
+        rgb = item.image()
         records = generator.generate(rgb)
         h, w = rgb.shape[:2]
         records = [r for r in records if r["area"] < MAX_IMAGE_FRACTION * h * w]
         image_name = f"sa_{item.name}{item.path.suffix.lower()}"
-        with atomic_path(out_dir / image_name) as tmp, open_input(item.path) as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
+        with atomic_path(out_dir / image_name) as tmp:
+            if item.data is None:
+                shutil.copyfile(item.path, tmp)
+            else:
+                tmp.write_bytes(item.data)
         doc = sa1b_json(records, item.image_id, image_name, w, h)
         doc["image"]["source"] = f"promptseg engine (automatic stage) from {item.path.name}"
         doc["image"]["source_sha256"] = item.key

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..io import PARTIAL_SUFFIX, InputPath, open_input, os_error_text
+from ..io import PARTIAL_SUFFIX, InputPath, RemoteFile, decode_image_bytes, open_input, os_error_text, read_image
 
 # atomic_path's temporary files: .NAME.PID.RANDOM.partial (and .NAME.RANDOM.SUFFIX before the PID)
 _PARTIAL = re.compile(r"^\..+\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}" + re.escape(PARTIAL_SUFFIX) + "$")
@@ -41,12 +41,19 @@ class BatchSummary:
 
 @dataclass
 class Item:
-    """One input of a job: its id (from 1, in input order), file, output name and content key."""
+    """One input of a job: its id (from 1, in input order), file, output name and content key;
+    for an input named by a URI, its bytes, fetched once (hashed for the key, then decoded and
+    copied from them)."""
 
     image_id: int
     path: InputPath
     name: str
     key: str
+    data: bytes | None = None
+
+    def image(self):
+        """The input decoded (HxWx3 uint8 RGB, upright): from the fetched bytes, or its file."""
+        return read_image(self.path) if self.data is None else decode_image_bytes(self.data, str(self.path))
 
 
 def output_names(paths: list[InputPath]) -> list[str]:
@@ -154,7 +161,9 @@ def process_one(path: InputPath, image_id: int, name: str, target_of: Callable[[
     started = time.perf_counter()
     result = ItemResult(image_id, str(path), name, "done", pid=os.getpid())
     try:
-        item = Item(image_id, path, name, content_key(path))
+        data = path.read_bytes() if isinstance(path, RemoteFile) else None  # one fetch per remote input
+        key = content_key(path) if data is None else hashlib.sha256(data).hexdigest()
+        item = Item(image_id, path, name, key, data)
         if _done_from(target_of(name), item):
             result.status = "skipped"
         else:

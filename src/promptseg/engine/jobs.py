@@ -130,7 +130,7 @@ def embed_processor(predictor, out_dir: Path) -> Callable[[Item], int]:
     """Embed each image and write `<name>.safetensors`, recording the file it was made from."""
 
     def process(item: Item) -> int:
-        predictor.set_image(item.path)
+        predictor.set_image(item.image())
         predictor.save_embedding(out_dir / f"{item.name}.safetensors",
                                  extra={"source_sha256": item.key, "file_name": item.path.name})
         return 0

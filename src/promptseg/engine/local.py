@@ -13,8 +13,9 @@ import numpy as np
 
 from ..everything import MaskGenerator
 from ..formats import sa1b_json, write_png_masks
-from ..io import InputPath, overlay, read_image, write_image, write_json
+from ..io import InputPath, overlay, write_image, write_json
 from ..masks import decode_coco_rle
+from ..text import caption
 from .batch import BatchSummary, Item
 
 FORMATS = ("sa1b", "coco", "png")
@@ -66,7 +67,7 @@ def records_processor(find: Callable[[np.ndarray], list[dict]], output: Path, fm
     """A per-image step that writes the records `find(rgb)` gives, in `fmt`, with an overlay."""
 
     def process(item: Item) -> int:
-        rgb = read_image(item.path)
+        rgb = item.image()
         records = find(rgb)
         _write_image_result(records, rgb, item, output, fmt, overlays)
         return len(records)
@@ -81,7 +82,7 @@ def _write_image_result(records: list[dict], rgb, item: Item, output: Path, fmt:
         write_png_masks(records, output / name)
     if overlays:
         masks = [decode_coco_rle(r["segmentation"]) for r in records]
-        captions = [f"{r['label']} {r['score']:.2f}" for r in records] if records and "label" in records[0] else None
+        captions = [caption(r) for r in records] if records and "label" in records[0] else None
         write_image(overlay(rgb, masks, captions=captions), output / name / "overlay.png" if fmt == "png" else output / f"{name}_overlay.png")
     doc = sa1b_json(records, item.image_id, item.path.name, w, h)
     doc["image"]["source_sha256"] = item.key

@@ -4,7 +4,8 @@ one process, on the same (random) weights and photo, and every type side by side
     .venv/bin/python benchmarks/bench_family.py [--repeat 5] [--types vit_t,hf_vit_b] [--json out.json]
 
 Types and their own code: vit_t (MobileSAM) against `mobile_sam` (mobilesam-mirror); hf_vit_b
-(SAM ViT-B in Hugging Face's format) against `transformers`' SamModel and SamProcessor. A click
+(SAM ViT-B in Hugging Face's format) against `transformers`' SamModel and SamProcessor;
+vit_tiny_hq and vit_b_hq (HQ-SAM) against `segment_anything_hq` (one mask per click). A click
 is one foreground point, three candidates brought to full size (SAM's predictor); for
 transformers, its model call on the image's embeddings and `post_process_masks`.
 """
@@ -85,7 +86,38 @@ def hf_vit_b(photo, repeat: int) -> dict:
     return row
 
 
-TYPES = {"vit_t": mobilesam, "hf_vit_b": hf_vit_b}
+def hq_sam(arch: str):
+    """HQ-SAM on `arch` (vit_tiny, vit_b, ...) against `segment_anything_hq`: the embedding with
+    the HQ features (ours make them once per image; its predictor at every click)."""
+
+    def bench(photo, repeat: int) -> dict:
+        import warnings
+
+        import numpy as np
+
+        from helpers import randomize_
+        from promptseg import Predictor, build_model
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its notes on timm's moved modules
+            from segment_anything_hq import SamPredictor, sam_model_registry
+
+            ref = randomize_(sam_model_registry[arch](), seed=0).eval()
+        ours = build_model(f"{arch}_hq")
+        ours.load_state_dict(ref.state_dict())
+        theirs, mine = SamPredictor(ref), Predictor(ours)
+        row = {"type": f"{arch}_hq", "reference": "segment_anything_hq",
+               "params_m": sum(p.numel() for p in ours.parameters()) / 1e6}
+        pts, lab = np.array(POINT), np.array([1])
+        for name, p in (("ours", mine), ("ref", theirs)):
+            row[f"{name}_embed_s"] = median_seconds(lambda p=p: p.set_image(photo), repeat)
+            row[f"{name}_click_s"] = median_seconds(lambda p=p: p.predict(pts, lab, multimask_output=True), repeat * 4)
+        return row
+
+    return bench
+
+
+TYPES = {"vit_t": mobilesam, "hf_vit_b": hf_vit_b, "vit_tiny_hq": hq_sam("vit_tiny"), "vit_b_hq": hq_sam("vit_b")}
 
 
 def main() -> None:

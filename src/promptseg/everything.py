@@ -70,7 +70,7 @@ def _check_options(o: dict) -> None:
     for name in ("box_nms_thresh", "crop_nms_thresh"):
         _check_fraction(name, o[name])
     _check_fraction("crop_overlap_ratio", o["crop_overlap_ratio"], high_open=True)
-    for name in ("use_m2m", "multimask_output"):
+    for name in ("use_m2m", "multimask_output", "hq_token_only"):
         if not isinstance(o[name], (bool, np.bool_)):
             raise ValueError(f"{name} must be True or False, got {o[name]!r}")
     if o["mask_threshold"] is not None and not _is_finite_number(o["mask_threshold"]):
@@ -161,6 +161,9 @@ class MaskGenerator:
     `multimask_output` False asks each click for one mask (SAM 2's models: the single-mask
     token, or its best candidate where that is unstable); `use_m2m` refines each candidate once
     with its click and its own low-res logits as the mask input before the filters.
+
+    HQ-SAM's models answer each click with one mask (SAM's best candidate plus the HQ token's);
+    `hq_token_only` keeps the HQ token's mask alone (an error for other models).
     """
 
     def __init__(
@@ -182,6 +185,7 @@ class MaskGenerator:
         mask_threshold: float | None = None,
         use_m2m: bool = False,
         multimask_output: bool = True,
+        hq_token_only: bool = False,
     ) -> None:
         _check_options(locals())
         if points_per_side is not None:
@@ -190,6 +194,8 @@ class MaskGenerator:
             self.point_grids = [np.asarray(g, dtype=np.float64) for g in point_grids]
         # a Sam model runs through the torch predictor; any predictor serves as it is
         self.predictor = as_predictor(model)
+        if hq_token_only and not getattr(self.predictor, "hq", False):
+            raise ValueError("hq_token_only applies to HQ-SAM models (vit_b_hq, vit_l_hq, vit_h_hq, vit_tiny_hq)")
         # None: the defaults chosen for the model's weights (SAM's 0.88 / 0.95 for Meta's; the
         # bundled model's IoU head is calibrated on its weaker masks, see promptseg.weights)
         defaults = self.predictor.settings.generator_defaults
@@ -209,6 +215,13 @@ class MaskGenerator:
         self.mask_threshold = self.predictor.mask_threshold if mask_threshold is None else float(mask_threshold)
         self.use_m2m = use_m2m
         self.multimask_output = multimask_output
+        self.hq_token_only = hq_token_only
+
+    @property
+    def _hq(self) -> dict[str, bool]:
+        """The predictor's `hq_token_only` keyword, passed on only when set: a predictor written
+        before HQ-SAM need not take it."""
+        return {"hq_token_only": True} if self.hq_token_only else {}
 
     @classmethod
     def check_options(cls, **options) -> None:
@@ -312,10 +325,10 @@ class MaskGenerator:
         if self.multimask_output and not self.use_m2m:
             # prompts whose candidates all fail the IoU filter need not be brought to mask size
             min_iou = self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else None
-            low_res, iou = (torch.as_tensor(a) for a in pred.decode_points(state, points, min_iou))
+            low_res, iou = (torch.as_tensor(a) for a in pred.decode_points(state, points, min_iou, **self._hq))
         else:
             answer = pred.predict_low_res(points[:, None, :], np.ones((len(points), 1), dtype=np.int64),
-                                          multimask_output=self.multimask_output)
+                                          multimask_output=self.multimask_output, **self._hq)
             low_res, iou = torch.as_tensor(answer.low_res), torch.as_tensor(answer.iou)
         per_point = low_res.shape[1]
         low_res = low_res.flatten(0, 1)
@@ -371,7 +384,8 @@ class MaskGenerator:
         for start in range(0, len(points), self.points_per_batch):
             end = start + self.points_per_batch
             answer = pred.predict_low_res(points[start:end, None, :], np.ones((len(points[start:end]), 1), dtype=np.int64),
-                                          mask_input=low_res[start:end, None].numpy(), multimask_output=False)
+                                          mask_input=low_res[start:end, None].numpy(), multimask_output=False,
+                                          **self._hq)
             lows.append(torch.as_tensor(answer.low_res)[:, 0])
             ious.append(torch.as_tensor(answer.iou)[:, 0])
         return torch.cat(lows), torch.cat(ious)

@@ -370,23 +370,29 @@ def test_the_projects_training_configs_parse_and_name_a_registered_model(name):
     assert cfg.model in CONFIGS and cfg.data and cfg.steps > cfg.recipe.interactive_from_step >= 0
 
 
-def test_fine_tuning_mobilesam_then_evaluating_it(shard, tmp_path):
-    """MobileSAM (`vit_t`) from a checkpoint in its published layout (a plain state dict .pt):
-    `promptseg train` fine-tunes it (its batch-normed TinyViT in training mode), the result loads
-    back as vit_t, and `promptseg eval` scores it."""
+@pytest.mark.parametrize("model_type", ["vit_t", "vit_tiny_hq"])
+def test_fine_tuning_mobilesam_then_evaluating_it(shard, tmp_path, model_type):
+    """MobileSAM (`vit_t`) and HQ-SAM on it (`vit_tiny_hq`) from checkpoints in their published
+    layout (a plain state dict .pt): `promptseg train` fine-tunes them (the batch-normed TinyViT
+    in training mode; HQ-SAM's one mask per prompt), the result loads back as the same type, and
+    `promptseg eval` scores it."""
     from helpers import randomize_, scene_folder
     from promptseg import build_model
 
-    start = tmp_path / "mobile_sam.pt"
-    torch.save(randomize_(build_model("vit_t"), seed=2).state_dict(), start)
-    cfg = fine_tune_config(tmp_path / "vt.toml", "vit_t", start, shard)
+    start = tmp_path / "start.pt"
+    torch.save(randomize_(build_model(model_type), seed=2).state_dict(), start)
+    cfg = fine_tune_config(tmp_path / "vt.toml", model_type, start, shard)
     out = run("train", cfg, "--quiet")
     assert out.returncode == 0, out.stderr
     tuned = build_model(checkpoint=tmp_path / "run" / "last.safetensors")
-    assert tuned.model_type == "vit_t"
+    assert tuned.model_type == model_type
     before, after = build_model(checkpoint=start).state_dict(), tuned.state_dict()
-    for name in ("image_encoder.layers.0.blocks.0.conv1.c.weight", "image_encoder.layers.1.blocks.0.attn.attention_biases",
-                 "mask_decoder.iou_token.weight"):
+    changed = ["image_encoder.layers.0.blocks.0.conv1.c.weight", "image_encoder.layers.1.blocks.0.attn.attention_biases",
+               "mask_decoder.iou_token.weight"]
+    if model_type.endswith("_hq"):
+        changed += ["mask_decoder.hf_token.weight", "mask_decoder.compress_vit_feat.0.weight",
+                    "mask_decoder.embedding_maskfeature.0.weight"]
+    for name in changed:
         assert not torch.equal(before[name], after[name]), name
     data = scene_folder(tmp_path / "bench", n=1)
     out = run("eval", data, "--checkpoint", tmp_path / "run" / "last.safetensors", "--baselines", "none",

@@ -17,6 +17,7 @@ from ..refine import REFINERS
 MODEL_HELP = ("Model: tiny (bundled, the default), vit_b, vit_l, vit_h, sam2.1_hiera_t / _s / _b+ / _l (and sam2_...), "
               "or a full weights name (tiny.synth_bsds500, vit_b.sa1b, sam2.1_hiera_t.sav).")
 BACKEND_HELP = "torch, or onnx / onnx-int8 (ONNX Runtime; files from --onnx-dir, else exported once into the cache)."
+HQ_TOKEN_ONLY_HELP = "HQ-SAM models (vit_*_hq): the HQ token's mask alone, not added to SAM's."
 FLIP_HELP = ("Ask each prompt on the image and on its mirror image and average the answers "
              "(test-time augmentation: a second embedding and decoder pass; see the model card).")
 REFINE_HELP = (

@@ -9,6 +9,7 @@ import typer
 from .common import (
     BACKEND_HELP,
     FLIP_HELP,
+    HQ_TOKEN_ONLY_HELP,
     INPUTS_HELP,
     MODEL_HELP,
     check_backend,
@@ -50,6 +51,7 @@ def everything(
                                           help="Three candidate masks per click, or one (SAM 2's option)."),
     use_m2m: bool = typer.Option(False, "--m2m", help="Refine each candidate once with its own mask as input "
                                  "(SAM 2's use_m2m)."),
+    hq_token_only: bool = typer.Option(False, "--hq-token-only", help=HQ_TOKEN_ONLY_HELP),
     backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
     onnx_dir: Path | None = typer.Option(None, "--onnx-dir", help="Folder written by `promptseg export`."),
     flip: bool = typer.Option(False, "--flip", help=FLIP_HELP),
@@ -95,6 +97,7 @@ def everything(
             min_mask_region_area=min_mask_region_area,
             multimask_output=multimask_output,
             use_m2m=use_m2m,
+            hq_token_only=hq_token_only,
         )
         spec = JobSpec("everything", str(output), fmt=fmt, overlays=overlays, generator=options, model=model,
                        checkpoint=None if checkpoint is None else str(checkpoint), backend=backend, flip=flip,

@@ -13,6 +13,7 @@ from ..cpu import set_threads
 from .common import (
     BACKEND_HELP,
     FLIP_HELP,
+    HQ_TOKEN_ONLY_HELP,
     MODEL_HELP,
     REFINE_HELP,
     UserError,
@@ -40,6 +41,7 @@ def segment(
         None, "--overlay", help="Also write a picture of the mask over the image."
     ),
     multimask: bool = typer.Option(False, "--multimask", help="Write all three candidate masks (OUTPUT_0.png ...)."),
+    hq_token_only: bool = typer.Option(False, "--hq-token-only", help=HQ_TOKEN_ONLY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (files, scores, areas) on stdout."),
     backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
     onnx_dir: Path | None = typer.Option(None, "--onnx-dir", help="Folder written by `promptseg export`."),
@@ -95,7 +97,7 @@ def segment(
         ambiguous = coords is not None and len(coords) == 1 and box_arr is None
         t0 = time.perf_counter()
         logits, scores, _ = predictor.predict(coords, labels, box_arr, multimask_output=multimask or ambiguous,
-                                              return_logits=True)
+                                              return_logits=True, hq_token_only=hq_token_only)
         t_prompt = time.perf_counter() - t0
         t0 = time.perf_counter()
         with status(f"refining with {chosen}", quiet or chosen is None):

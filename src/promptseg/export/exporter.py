@@ -15,11 +15,15 @@ from .graphs import (
     DECODER_OUTPUTS,
     ENCODER_INPUTS,
     ENCODER_OUTPUTS,
+    HQ_DECODER_INPUTS,
+    HQ_ENCODER_OUTPUTS,
     SAM2_DECODER_INPUTS,
     SAM2_DECODER_OUTPUTS,
     SAM2_ENCODER_OUTPUTS,
     DecoderGraph,
     EncoderGraph,
+    HqDecoderGraph,
+    HqEncoderGraph,
     Sam2DecoderGraph,
     Sam2EncoderGraph,
 )
@@ -44,7 +48,14 @@ def model_metadata(sam: Sam) -> dict[str, str]:
         "image_format": sam.image_format,
         "family": sam.family,
         **_sam2_metadata(sam),
+        **({"hq": "1", "hq_features_shape": ",".join(str(v) for v in _hq_shape(sam))} if sam.hq else {}),
     }
+
+
+def _hq_shape(sam: Sam) -> tuple[int, int, int]:
+    """The (C/8, 4g, 4g) of an HQ-SAM model's HQ features."""
+    g = sam.prompt_encoder.image_embedding_size
+    return sam.prompt_encoder.embed_dim // 8, 4 * g[0], 4 * g[1]
 
 
 def _sam2_metadata(sam: Sam) -> dict[str, str]:
@@ -80,7 +91,9 @@ def _dummy_decoder_inputs(sam: Sam) -> tuple[torch.Tensor, ...]:
     mh, mw = sam.prompt_encoder.mask_input_size
     gen = torch.Generator().manual_seed(0)
     high_res = ()
-    if sam.family == "sam2":
+    if sam.hq:
+        high_res = (torch.randn(1, *_hq_shape(sam), generator=gen),)
+    elif sam.family == "sam2":
         decoder = sam.mask_decoder
         high_res = (torch.randn(1, decoder.conv_s0.out_channels, 4 * gh, 4 * gw, generator=gen),
                     torch.randn(1, decoder.conv_s1.out_channels, 2 * gh, 2 * gw, generator=gen))
@@ -114,14 +127,20 @@ def export_model(
     paths = {"encoder": out / "encoder.onnx", "decoder": out / "decoder.onnx"}
     s = sam.img_size
     sam2 = sam.family == "sam2"
+    if sam2:
+        graph, outputs = Sam2EncoderGraph(sam), SAM2_ENCODER_OUTPUTS
+    elif sam.hq:
+        graph, outputs = HqEncoderGraph(sam), HQ_ENCODER_OUTPUTS
+    else:
+        graph, outputs = EncoderGraph(sam), ENCODER_OUTPUTS
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on shape arithmetic and the legacy exporter
         torch.onnx.export(
-            Sam2EncoderGraph(sam) if sam2 else EncoderGraph(sam),
+            graph,
             (torch.randint(0, 256, (s, s if sam2 else s * 2 // 3, 3)).float(),),
             str(paths["encoder"]),
             input_names=list(ENCODER_INPUTS),
-            output_names=list(SAM2_ENCODER_OUTPUTS if sam2 else ENCODER_OUTPUTS),
+            output_names=list(outputs),
             # SAM 2's input is always the square; SAM's keeps the image's aspect
             dynamic_axes={} if sam2 else {"input_image": {0: "image_height", 1: "image_width"}},
             opset_version=opset,
@@ -145,13 +164,17 @@ def export_decoder(sam: Sam, path: str | Path, opset: int = DEFAULT_OPSET, retur
     sam = _cpu_float(sam)
     sam2 = sam.family == "sam2"
     per_prompt = {"object_score_logits": {0: "num_prompts"}} if sam2 else {}
+    if sam2:
+        graph, inputs = Sam2DecoderGraph, SAM2_DECODER_INPUTS
+    else:
+        graph, inputs = (HqDecoderGraph, HQ_DECODER_INPUTS) if sam.hq else (DecoderGraph, DECODER_INPUTS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            (Sam2DecoderGraph if sam2 else DecoderGraph)(sam, return_single_mask=return_single_mask),
+            graph(sam, return_single_mask=return_single_mask),
             _dummy_decoder_inputs(sam),
             str(path),
-            input_names=list(SAM2_DECODER_INPUTS if sam2 else DECODER_INPUTS),
+            input_names=list(inputs),
             output_names=list(SAM2_DECODER_OUTPUTS if sam2 else DECODER_OUTPUTS),
             dynamic_axes={
                 **per_prompt,

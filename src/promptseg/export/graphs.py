@@ -29,6 +29,9 @@ HIGH_RES_NAMES = ("high_res_feats_0", "high_res_feats_1")
 SAM2_ENCODER_OUTPUTS = (*ENCODER_OUTPUTS, *HIGH_RES_NAMES)
 SAM2_DECODER_INPUTS = (DECODER_INPUTS[0], *HIGH_RES_NAMES, *DECODER_INPUTS[1:])
 SAM2_DECODER_OUTPUTS = (*DECODER_OUTPUTS, "object_score_logits")
+HQ_NAME = "hq_features"
+HQ_ENCODER_OUTPUTS = (*ENCODER_OUTPUTS, HQ_NAME)
+HQ_DECODER_INPUTS = (DECODER_INPUTS[0], HQ_NAME, *DECODER_INPUTS[1:])
 
 
 class EncoderGraph(nn.Module):
@@ -111,6 +114,32 @@ class DecoderGraph(nn.Module):
         input_hw = torch.floor(hw * (size / hw.max()) + 0.5).to(torch.int64)
         orig = orig_im_size.to(torch.int64)
         return full_size_logits(low_res, (input_hw[0], input_hw[1]), (orig[0], orig[1]), size)
+
+
+class HqEncoderGraph(EncoderGraph):
+    """`EncoderGraph` for HQ-SAM: the embedding and the image's HQ features (1, C/8, 4g, 4g)."""
+
+    def forward(self, input_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = input_image.permute(2, 0, 1).unsqueeze(0)
+        features, (hq,) = self.sam.encode(self.sam.preprocess(x))
+        return features, hq
+
+
+class HqDecoderGraph(DecoderGraph):
+    """`DecoderGraph` for HQ-SAM: `hq_features` follows the embedding among the inputs; the
+    outputs carry five masks, the four SAM tokens' then the HQ token's alone (an answer is one
+    SAM token's logits plus the HQ token's, or the HQ token's alone), and the SAM tokens' four
+    IoU predictions. With `return_single_mask`, one mask: the SAM token chosen as SAM's export
+    chooses, plus the HQ token's."""
+
+    def forward(self, image_embeddings, hq_features, point_coords, point_labels, mask_input, has_mask_input,
+                orig_im_size):
+        low_res, iou = self.answer(image_embeddings, point_coords, point_labels, mask_input, has_mask_input,
+                                   (hq_features,))
+        if self.return_single_mask:
+            sam_low, iou = self.select_single_mask(low_res[:, :4], iou, point_coords.shape[1])
+            low_res = sam_low + low_res[:, 4:]
+        return self.to_full_size(low_res, orig_im_size), iou, low_res
 
 
 class Sam2EncoderGraph(nn.Module):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
 from .hiera import FpnNeck, Hiera, HieraImageEncoder
+from .hq import MaskDecoderHQ, SamHQ
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
@@ -34,6 +35,7 @@ class ViTConfig:
     decoder_depth: int = 2
     decoder_heads: int = 8
     decoder_mlp_dim: int = 2048
+    hq: bool = False  # HQ-SAM's decoder (its early tokens: the first global block's)
 
     def build(self) -> Sam:
         grid = self.img_size // self.patch_size
@@ -48,10 +50,18 @@ class ViTConfig:
             window_size=self.window_size,
             global_attn_indexes=self.global_attn_indexes,
         )
-        return Sam(encoder, *_prompt_and_decoder(self.prompt_embed_dim, grid, self.img_size, self))
+        return _sam(encoder, self.prompt_embed_dim, grid, self.img_size, self, self.embed_dim)
 
 
-def _prompt_and_decoder(dim: int, grid: int, img_size: int, cfg) -> tuple[nn.Module, nn.Module]:
+def _sam(encoder: nn.Module, dim: int, grid: int, img_size: int, cfg, early_dim: int) -> Sam:
+    """SAM around `encoder`; HQ-SAM where `cfg.hq` (the encoder's early tokens `early_dim` wide)."""
+    if getattr(cfg, "hq", False):
+        return SamHQ(encoder, *_prompt_and_decoder(dim, grid, img_size, cfg, early_dim))
+    return Sam(encoder, *_prompt_and_decoder(dim, grid, img_size, cfg))
+
+
+def _prompt_and_decoder(dim: int, grid: int, img_size: int, cfg,
+                        hq_early_dim: int | None = None) -> tuple[nn.Module, nn.Module]:
     prompt = PromptEncoder(
         embed_dim=dim,
         image_embedding_size=(grid, grid),
@@ -59,13 +69,12 @@ def _prompt_and_decoder(dim: int, grid: int, img_size: int, cfg) -> tuple[nn.Mod
         mask_in_chans=cfg.mask_in_chans,
         draw_prompts=getattr(cfg, "draw_prompts", False),
     )
-    decoder = MaskDecoder(
-        transformer_dim=dim,
-        transformer=TwoWayTransformer(
-            depth=cfg.decoder_depth, embedding_dim=dim, num_heads=cfg.decoder_heads, mlp_dim=cfg.decoder_mlp_dim
-        ),
+    transformer = TwoWayTransformer(
+        depth=cfg.decoder_depth, embedding_dim=dim, num_heads=cfg.decoder_heads, mlp_dim=cfg.decoder_mlp_dim
     )
-    return prompt, decoder
+    if hq_early_dim is not None:
+        return prompt, MaskDecoderHQ(dim, transformer, vit_dim=hq_early_dim)
+    return prompt, MaskDecoder(transformer_dim=dim, transformer=transformer)
 
 
 @dataclass(frozen=True)
@@ -115,11 +124,12 @@ class TinyViTConfig:
     decoder_depth: int = 2
     decoder_heads: int = 8
     decoder_mlp_dim: int = 2048
+    hq: bool = False  # HQ-SAM's decoder (its early tokens: the second stage's output)
 
     def build(self) -> Sam:
         encoder = TinyViTEncoder(img_size=self.img_size, dims=self.dims, depths=self.depths, heads=self.heads,
                                  windows=self.windows, out_chans=self.prompt_embed_dim)
-        return Sam(encoder, *_prompt_and_decoder(self.prompt_embed_dim, encoder.grid, self.img_size, self))
+        return _sam(encoder, self.prompt_embed_dim, encoder.grid, self.img_size, self, self.dims[2])
 
 
 @dataclass(frozen=True)
@@ -188,11 +198,18 @@ def _hiera_sizes() -> dict[str, HieraConfig]:
     return out
 
 
-CONFIGS: dict[str, ViTConfig | TinyConfig | TinyViTConfig | HieraConfig] = {
+_VITS = {
     "vit_b": ViTConfig(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)),
     "vit_l": ViTConfig(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)),
     "vit_h": ViTConfig(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
+}
+
+CONFIGS: dict[str, ViTConfig | TinyConfig | TinyViTConfig | HieraConfig] = {
+    **_VITS,
     "vit_t": TinyViTConfig(),
+    # HQ-SAM: SAM's ViTs and MobileSAM's TinyViT with the HQ decoder
+    **{f"{name}_hq": replace(cfg, hq=True) for name, cfg in _VITS.items()},
+    "vit_tiny_hq": TinyViTConfig(hq=True),
     "tiny": TinyConfig(),
     "tiny_s8": TinyConfig(stride=8),
     **_hiera_sizes(),

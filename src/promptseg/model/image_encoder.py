@@ -189,9 +189,17 @@ class ImageEncoderViT(nn.Module):
         self.neck = sam_neck(embed_dim, out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_early(x, keep=False)[0]
+
+    def forward_with_early(self, x: torch.Tensor, keep: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The embedding and the tokens (B, g, g, embed_dim) after the first global-attention
+        block (HQ-SAM's decoder reads them); None with `keep` False."""
         x = self.patch_embed(x)
         if self.pos_embed is not None:
             x = x + self.pos_embed
+        early = None
         for block in self.blocks:
             x = block(x)
-        return self.neck(x.permute(0, 3, 1, 2))
+            if keep and early is None and block.window_size == 0:
+                early = x
+        return self.neck(x.permute(0, 3, 1, 2)), early

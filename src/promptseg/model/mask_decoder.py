@@ -18,6 +18,7 @@ from .transformer import TwoWayTransformer
 
 
 class MaskDecoder(nn.Module):
+    hq = False  # HQ-SAM's decoder (`promptseg.model.hq.MaskDecoderHQ`) has an HQ token
     def __init__(
         self,
         transformer_dim: int,
@@ -77,6 +78,7 @@ class MaskDecoder(nn.Module):
         min_iou: float | None = None,
         high_res: tuple[torch.Tensor, torch.Tensor] | None = None,
         object_scores: bool = False,
+        hq_token_only: bool = False,
     ) -> tuple[torch.Tensor, ...]:
         """Returns low-res mask logits (B, M, 4h, 4w) and IoU predictions (B, M), M = 3 or 1;
         with `object_scores`, also the object-score logits (B, 1) (10 for a model without them).
@@ -84,7 +86,10 @@ class MaskDecoder(nn.Module):
         `prepared` (from `prepare_image`) replaces the image-side work when the dense prompt is
         the no-mask embedding, which every such prompt shares. With `min_iou`, a prompt none of
         whose masks predicts an IoU above it is not brought to mask size: its logits are NaN.
-        `high_res` are SAM 2's (4x, 8x) feature levels after `conv_s0`/`conv_s1`, batch 1 or B."""
+        `high_res` are SAM 2's (4x, 8x) feature levels after `conv_s0`/`conv_s1`, batch 1 or B.
+        `hq_token_only` is HQ-SAM's option (`promptseg.model.hq`); this decoder has no HQ token."""
+        if hq_token_only:
+            raise ValueError("hq_token_only applies to HQ-SAM models (vit_b_hq, vit_l_hq, vit_h_hq, vit_tiny_hq)")
         if multimask_output:
             outputs = slice(1, None)
         elif self.dynamic_multimask is not None and not self.training:
@@ -139,13 +144,7 @@ class MaskDecoder(nn.Module):
         every = list(range(self.num_mask_tokens))
         picked = every if torch.is_grad_enabled() or dynamic else every[outputs]
         final = list(range(s + 1)) + [s + 1 + i for i in picked]
-        if prepared is not None:
-            hs, src = self.transformer(None, None, tokens, prepared, final)
-        else:
-            dense = dense_prompt_embeddings
-            if dense.shape[0] == b and b > 1 and dense.stride(0) == 0:
-                dense = dense[:1]  # the same no-mask embedding for every prompt: keep it shared
-            hs, src = self.transformer(image_embeddings + dense, image_pe, tokens, None, final)
+        hs, src = self._run_transformer(image_embeddings, image_pe, tokens, dense_prompt_embeddings, prepared, final)
         hyper_in = torch.stack(
             [self.output_hypernetworks_mlps[i](hs[:, s + 1 + j, :]) for j, i in enumerate(picked)], dim=1
         )
@@ -172,6 +171,16 @@ class MaskDecoder(nn.Module):
             idx = wanted.nonzero()[:, 0]
             masks[idx] = self._upscale_masks(src[idx], hyper_in[idx], h, w, _rows(high_res, idx))
         return masks, iou, obj
+
+    def _run_transformer(self, image_embeddings, image_pe, tokens, dense, prepared, final):
+        """The two-way transformer on prompt `tokens` (B, T, C): the tokens `final` picks and the
+        image tokens (B, h*w, C)."""
+        if prepared is not None:
+            return self.transformer(None, None, tokens, prepared, final)
+        b = tokens.shape[0]
+        if dense.shape[0] == b and b > 1 and dense.stride(0) == 0:
+            dense = dense[:1]  # the same no-mask embedding for every prompt: keep it shared
+        return self.transformer(image_embeddings + dense, image_pe, tokens, None, final)
 
     def _dynamic_single_mask(self, src, hyper_in, iou, h, w, high_res) -> tuple[torch.Tensor, torch.Tensor]:
         """One mask per prompt: the single-mask token's where its logits are stable, else the

@@ -41,6 +41,7 @@ class Sam(nn.Module):
     square_input: bool = False
     # the returned low-res logits are clamped to +-this (None: not clamped)
     low_res_limit: float | None = None
+    hq = False  # HQ-SAM (`promptseg.model.hq.SamHQ`): one mask per prompt, `hq_token_only` applies
 
     def __init__(
         self,

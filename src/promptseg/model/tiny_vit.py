@@ -244,9 +244,17 @@ class TinyViTEncoder(nn.Module):
         self.neck = sam_neck(dims[-1], out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_early(x, keep=False)[0]
+
+    def forward_with_early(self, x: torch.Tensor, keep: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The embedding and the tokens (B, g, g, C) that the second stage's merge gives, the
+        first at the embedding's grid (HQ-SAM's decoder reads them); None with `keep` False."""
         # channels last: the convolutional stages' depthwise convolutions run several times faster
         x = self.patch_embed(x.contiguous(memory_format=torch.channels_last))
-        for stage in self.layers:
+        early = None
+        for i, stage in enumerate(self.layers):
             x = stage(x)
+            if keep and i == 1:
+                early = x.reshape(x.shape[0], self.grid, self.grid, x.shape[-1])
         b, _, c = x.shape
-        return self.neck(x.view(b, self.grid, self.grid, c).permute(0, 3, 1, 2))
+        return self.neck(x.view(b, self.grid, self.grid, c).permute(0, 3, 1, 2)), early

@@ -47,6 +47,8 @@ class PromptPredictor(Protocol):
     def low_res_limit(self) -> float | None: ...  # `predict` clamps returned low-res logits to +-this (SAM 2)
     @property
     def square_input(self) -> bool: ...  # the image is stretched to the square input (SAM 2), not padded
+    @property
+    def hq(self) -> bool: ...  # HQ-SAM: one mask per prompt, and `hq_token_only` applies
 
     # the embedded image
     def set_image(self, image: ImageLike, image_format: str = "RGB") -> None:
@@ -69,6 +71,7 @@ class PromptPredictor(Protocol):
         box: np.ndarray | None = None,
         mask_input: np.ndarray | None = None,
         multimask_output: bool = True,
+        hq_token_only: bool = False,
     ) -> LowResAnswer:
         """`predict`'s checks and decoder pass, without the full-size step."""
 
@@ -83,12 +86,16 @@ class PromptPredictor(Protocol):
         mask_input: np.ndarray | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        hq_token_only: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Masks (C, H, W), scores (C,) and low-res logits (C, h, w); batched prompts add a B axis."""
+        """Masks (C, H, W), scores (C,) and low-res logits (C, h, w); batched prompts add a B axis.
+        HQ-SAM answers one mask (C = 1); `hq_token_only` (HQ-SAM only) leaves out the SAM mask."""
 
-    def decode_points(self, state: ImageState, points: np.ndarray, min_iou: float | None = None) -> tuple[Any, Any]:
+    def decode_points(self, state: ImageState, points: np.ndarray, min_iou: float | None = None,
+                      hq_token_only: bool = False) -> tuple[Any, Any]:
         """One foreground click per prompt, points (n, 2) -> the three candidates' low-res logits
-        (n, 3, h, w) and predicted IoU (n, 3) (everything mode's grid). With `min_iou`, a backend
+        (n, 3, h, w) and predicted IoU (n, 3) (everything mode's grid; HQ-SAM: the one answer,
+        (n, 1, h, w) and (n, 1)). With `min_iou`, a backend
         may leave out (as NaN) the logits of a prompt none of whose candidates predicts an IoU
         above it: the caller drops those candidates unread."""
 

@@ -87,13 +87,13 @@ class FlipPredictor:
         self.predictor.reset_image()
 
     # --- prompts ---------------------------------------------------------------------
-    def _both_views(self, point_coords, point_labels, box, mask_input, multimask_output):
+    def _both_views(self, point_coords, point_labels, box, mask_input, multimask_output, hq_token_only=False):
         """The wrapped predictor's low-res answers on the image and on the mirror image (the
         latter in the mirror image's frame), as float32 arrays, with the image's state."""
         state = self.image_state
         # the wrapped predictor checks the prompts and says what is wrong with them
         low, iou, plain, batched = self.predictor.predict_low_res(point_coords, point_labels, box, mask_input,
-                                                                  multimask_output)[:4]
+                                                                  multimask_output, hq_token_only)[:4]
         height, width = plain.original_size
         m_coords = m_box = m_mask = None
         if point_coords is not None:
@@ -107,17 +107,18 @@ class FlipPredictor:
             m_mask = mirror_low_res(mask_input, plain.input_size, self.img_size)
         self.predictor.image_state = state.mirror
         try:
-            m_low, m_iou = self.predictor.predict_low_res(m_coords, point_labels, m_box, m_mask, multimask_output)[:2]
+            m_low, m_iou = self.predictor.predict_low_res(m_coords, point_labels, m_box, m_mask, multimask_output,
+                                                          hq_token_only)[:2]
         finally:
             self.predictor.image_state = state
         return as_float_array(low), as_float_array(m_low), (as_float_array(iou) + as_float_array(m_iou)) / 2, plain, batched
 
     def predict_low_res(self, point_coords=None, point_labels=None, box=None, mask_input=None,
-                        multimask_output: bool = True) -> LowResAnswer:
+                        multimask_output: bool = True, hq_token_only: bool = False) -> LowResAnswer:
         """The mean of the two views' low-res logits (the mirror view's moved to the image's
         low-res frame) and predicted IoUs."""
         low, m_low, iou, plain, batched = self._both_views(point_coords, point_labels, box, mask_input,
-                                                           multimask_output)
+                                                           multimask_output, hq_token_only)
         return LowResAnswer((low + mirror_low_res(m_low, plain.input_size, self.img_size)) / 2, iou, plain, batched)
 
     def predict(
@@ -128,11 +129,12 @@ class FlipPredictor:
         mask_input: np.ndarray | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        hq_token_only: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """As `Predictor.predict` (single or batched prompts, original pixel frame); each output
         is the mean of the answers on the image and on its mirror image."""
         low, m_low, iou, plain, batched = self._both_views(point_coords, point_labels, box, mask_input,
-                                                           multimask_output)
+                                                           multimask_output, hq_token_only)
         mirrored = (low + mirror_low_res(m_low, plain.input_size, self.img_size)) / 2
         if tuple(plain.input_size) == (self.img_size, self.img_size):
             # the image fills the square (SAM 2, or a square image): the low-res mirror is exact,
@@ -153,18 +155,18 @@ class FlipPredictor:
         return out if batched else tuple(a[0] for a in out)
 
     # --- everything mode: MaskGenerator asks many single clicks of the embedded pair ------
-    def decode_points(self, state: ImageState, points: np.ndarray,
-                      min_iou: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def decode_points(self, state: ImageState, points: np.ndarray, min_iou: float | None = None,
+                      hq_token_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """One foreground click per prompt on `state` and its mirror image, points (n, 2) in the
         original frame -> the three candidates' low-res logits (n, 3, h, w) and IoU predictions
         (n, 3), each the mean of the two views' (in the image's low-res frame). Every logit is
         computed, whatever `min_iou`: the filter reads the mean of both views' IoU."""
         if state.mirror is None:
             raise ValueError("this image state has no mirror image; embed the image with FlipPredictor.set_image")
-        low, iou = self.predictor.decode_points(state, points)
+        low, iou = self.predictor.decode_points(state, points, hq_token_only=hq_token_only)
         mirrored = np.array(points, dtype=np.float32)
         mirrored[:, 0] = _mirror_x(mirrored[:, 0], state.original_size[1])
-        m_low, m_iou = self.predictor.decode_points(state.mirror, mirrored)
+        m_low, m_iou = self.predictor.decode_points(state.mirror, mirrored, hq_token_only=hq_token_only)
         m_low = mirror_low_res(as_float_array(m_low), state.input_size, self.img_size)
         return (as_float_array(low) + m_low) / 2, (as_float_array(iou) + as_float_array(m_iou)) / 2
 
@@ -179,5 +181,5 @@ def _passed_on(name: str) -> property:
 
 # the embedded image's and the model's sizes, threshold and settings are the wrapped predictor's
 for _name in ("original_size", "input_size", "mask_threshold", "img_size", "mask_input_size", "model_type", "settings",
-              "low_res_limit", "square_input"):
+              "low_res_limit", "square_input", "hq"):
     setattr(FlipPredictor, _name, _passed_on(_name))

@@ -1,7 +1,8 @@
 """`OnnxPredictor`: SAM's predictor interface on ONNX Runtime, with numpy only (no torch).
 
-It runs the `encoder.onnx` / `decoder.onnx` pair written by `promptseg export`, of SAM's models
-or of SAM 2's (whose graphs also carry the high-resolution feature levels).
+It runs the `encoder.onnx` / `decoder.onnx` pair written by `promptseg export`, of SAM's models,
+of SAM 2's (whose graphs also carry the high-resolution feature levels) or of HQ-SAM's (whose
+graphs carry the HQ features, and whose decoder gives the HQ token's mask beside SAM's four).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..transforms import (
 )
 from ..weights import SAM2_SETTINGS, SAM_SETTINGS, SETTINGS_KEY, WeightsSettings
 from .contract import LowResAnswer
-from .state import EmbeddedImage, ImageState
+from .state import EmbeddedImage, ImageState, check_hq_token_only
 
 PRECISIONS = ("fp32", "int8")
 
@@ -80,6 +81,9 @@ class OnnxPredictor(EmbeddedImage):
                 )
                 fallback = meta.get("dynamic_multimask")
                 self.dynamic_multimask = None if fallback is None else tuple(float(v) for v in fallback.split(","))
+            self.hq = meta.get("hq") == "1"
+            if self.hq:
+                self.high_res_shapes = ((1, *(int(v) for v in meta["hq_features_shape"].split(","))),)
         except (KeyError, ValueError):
             raise ValueError(f"{paths['encoder']} was not written by `promptseg export` (its metadata is missing)") from None
         self.model_type = meta.get("model_type")
@@ -113,14 +117,19 @@ class OnnxPredictor(EmbeddedImage):
                                  high_res=tuple(high_res) or None)
 
     def set_embedding(self, features: np.ndarray, original_size: tuple[int, int],
-                      high_res: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                      high_res: tuple[np.ndarray, ...] | None = None) -> None:
         """Set the current image from an embedding computed elsewhere (e.g. by a server); SAM 2's
-        models also need its `high_res` levels (4x, 8x)."""
+        models also need its `high_res` levels (4x, 8x), HQ-SAM's its `(hq_features,)`."""
         features = np.asarray(features, dtype=np.float32)
         if features.shape != (1, *self.embedding_shape):
             raise ValueError(f"embedding has shape {features.shape}; this model expects {(1, *self.embedding_shape)}")
         h, w = (int(v) for v in original_size)
         levels = None
+        if self.hq:
+            levels = tuple(np.asarray(f, dtype=np.float32) for f in high_res or ())
+            if tuple(f.shape for f in levels) != self.high_res_shapes:
+                raise ValueError(f"this HQ-SAM model needs the image's HQ features, high_res=(array of shape "
+                                 f"{self.high_res_shapes[0]},)")
         if self.family == "sam2":
             if high_res is None or len(high_res) != 2:
                 raise ValueError("this SAM 2 model needs the embedding's two high-res levels (high_res=(4x, 8x))")
@@ -130,7 +139,7 @@ class OnnxPredictor(EmbeddedImage):
                                  f"{list(self.high_res_shapes)}")
             self._state = ImageState(features, (h, w), (self.img_size, self.img_size), high_res=levels)
             return
-        self._state = ImageState(features, (h, w), preprocess_shape(h, w, self.img_size))
+        self._state = ImageState(features, (h, w), preprocess_shape(h, w, self.img_size), high_res=levels)
 
     # --- prompts ---------------------------------------------------------------------
     def _prompt_points(self, state: ImageState, coords, labels, box) -> tuple[np.ndarray, np.ndarray]:
@@ -166,6 +175,7 @@ class OnnxPredictor(EmbeddedImage):
         feeds = {
             "image_embeddings": state.features,
             **(dict(zip(("high_res_feats_0", "high_res_feats_1"), state.high_res)) if self.family == "sam2" else {}),
+            **({"hq_features": state.high_res[0]} if self.hq else {}),
             "point_coords": points.astype(np.float32),
             "point_labels": labels.astype(np.float32),
             "mask_input": (mask if mask is not None else np.zeros((1, 1, *self.mask_input_size))).astype(np.float32),
@@ -191,11 +201,12 @@ class OnnxPredictor(EmbeddedImage):
         return low[best : best + 1], iou[best : best + 1]
 
     def predict_low_res(self, point_coords=None, point_labels=None, box=None, mask_input=None,
-                        multimask_output: bool = True) -> LowResAnswer:
+                        multimask_output: bool = True, hq_token_only: bool = False) -> LowResAnswer:
         """`predict`'s checks and decoder passes, without bringing the answers to full size:
         low-res logits (B, C, h, w), IoU predictions (B, C), the image's state, and whether the
         prompts came batched."""
         state = self.image_state
+        hq_token_only = check_hq_token_only(hq_token_only, self.hq)
         coords, labels, boxes, masks, n, batched = check_prompts(
             state.original_size, point_coords, point_labels, box, mask_input, self.mask_input_size,
             multimask_output=multimask_output,
@@ -205,7 +216,13 @@ class OnnxPredictor(EmbeddedImage):
             c, lab, b, m = (None if a is None else a[i if len(a) > 1 else 0] for a in (coords, labels, boxes, masks))
             points, point_labels = self._prompt_points(state, c, lab, b)
             low, iou, obj = self._decode(state, points[None], point_labels[None], None if m is None else m[None])
-            low, iou = (low[0, 1:4], iou[0, 1:4]) if multimask_output else self._single_mask(low[0], iou[0])
+            if self.hq:
+                low, iou = self._hq_answer(low, iou, multimask_output, hq_token_only)
+                low, iou = low[0], iou[0]
+            elif multimask_output:
+                low, iou = low[0, 1:4], iou[0, 1:4]
+            else:
+                low, iou = self._single_mask(low[0], iou[0])
             out_iou.append(iou)
             out_low.append(low)
             out_obj.append(obj[0])
@@ -218,12 +235,25 @@ class OnnxPredictor(EmbeddedImage):
         return full_size_logits_np(low_res, state.input_size, state.original_size, self.img_size, self.mask_threshold,
                                    return_logits, self.square_input, self.max_hole_area, self.max_sprinkle_area)
 
-    def decode_points(self, state: ImageState, points: np.ndarray,
-                      min_iou: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    @staticmethod
+    def _hq_answer(low: np.ndarray, iou: np.ndarray, multimask_output: bool,
+                   hq_token_only: bool) -> tuple[np.ndarray, np.ndarray]:
+        """HQ-SAM's five masks (B, 5, h, w) and four IoUs (B, 4) -> one answer per prompt: the HQ
+        mask plus the SAM mask (the single-mask token's, or the best candidate's), or alone."""
+        rows = np.arange(len(iou))
+        pick = np.argmax(iou[:, 1:], axis=1) + 1 if multimask_output else np.zeros(len(iou), dtype=np.int64)
+        hq = low[:, 4:5]
+        return (hq if hq_token_only else low[rows, pick][:, None] + hq), iou[rows, pick][:, None]
+
+    def decode_points(self, state: ImageState, points: np.ndarray, min_iou: float | None = None,
+                      hq_token_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """One foreground click per prompt, points (n, 2) in the original frame -> the three
-        candidates' low-res logits (n, 3, h, w) and IoU predictions (n, 3). The decoder graph
-        computes every logit, whatever `min_iou`."""
+        candidates' low-res logits (n, 3, h, w) and IoU predictions (n, 3) (HQ-SAM: each click's
+        one answer). The decoder graph computes every logit, whatever `min_iou`."""
+        hq_token_only = check_hq_token_only(hq_token_only, self.hq)
         coords = self.transform.apply_coords(points, state.original_size)
         padded = np.stack([coords, np.zeros_like(coords)], axis=1)  # each click with SAM's padding point
         low, iou, _ = self._decode(state, padded, np.tile([[1.0, -1.0]], (len(coords), 1)))
+        if self.hq:
+            return self._hq_answer(low, iou, True, hq_token_only)
         return low[:, 1:], iou[:, 1:]

@@ -36,6 +36,15 @@ class ImageState:
         return own + (self.mirror.nbytes if self.mirror is not None else 0)
 
 
+def check_hq_token_only(flag, hq: bool) -> bool:
+    """`hq_token_only` checked: a bool, and True only for an HQ-SAM model."""
+    check_flag(flag, "hq_token_only")
+    if flag and not hq:
+        raise ValueError("hq_token_only applies to HQ-SAM models (vit_b_hq, vit_l_hq, vit_h_hq, vit_tiny_hq); "
+                         "this model has no HQ token")
+    return bool(flag)
+
+
 def as_float_array(a) -> np.ndarray:
     """A torch tensor (any device) or an array as a float32 numpy array (torch not imported)."""
     if hasattr(a, "detach"):
@@ -52,6 +61,7 @@ class EmbeddedImage:
     _how_to_set = "call set_image(image) first"
     low_res_limit: float | None = None  # `predict` returns low-res logits clamped to +-this (SAM 2: 32)
     square_input: bool = False  # the image is stretched to the model's square input (SAM 2), not padded
+    hq: bool = False  # HQ-SAM: one mask per prompt; `hq_token_only` applies
 
     @property
     def is_image_set(self) -> bool:
@@ -95,20 +105,23 @@ class EmbeddedImage:
         mask_input: np.ndarray | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        hq_token_only: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Masks for prompts given in the original image's pixel frame.
 
         point_coords (N, 2) as (x, y) with point_labels (N,) 1 foreground / 0 background;
         box (4,) as x0, y0, x1, y1; mask_input (1, h, w) low-res logits of an earlier call.
         Returns masks (C, H, W) bool (logits with return_logits), scores (C,), and low-res
-        logits (C, h, w); C is 3 with multimask_output, else 1.
+        logits (C, h, w); C is 3 with multimask_output, else 1. HQ-SAM answers one mask: the SAM
+        mask (the single-mask output, or the best of the three with multimask_output) plus the HQ
+        token's, or with `hq_token_only` the HQ token's alone.
 
         Batched: point_coords (B, N, 2) with labels (B, N) (-1 pads shorter point sets), boxes
         (B, 4), mask_input (B, 1, h, w); every output then gains a leading B axis.
         """
         check_flag(return_logits, "return_logits")
         low_res, iou, state, batched = self.predict_low_res(point_coords, point_labels, box, mask_input,
-                                                            multimask_output)[:4]
+                                                            multimask_output, hq_token_only)[:4]
         low = as_float_array(low_res)
         if self.low_res_limit is not None:
             low = np.clip(low, -self.low_res_limit, self.low_res_limit)

@@ -29,7 +29,7 @@ from ..transforms import (
 )
 from ..weights import SAM2_SETTINGS, SAM_SETTINGS, WeightsSettings
 from .contract import LowResAnswer
-from .state import EmbeddedImage, ImageState
+from .state import EmbeddedImage, ImageState, check_hq_token_only
 
 _DECODE_CHUNK = 8  # prompts decoded together in `decode_points`
 
@@ -54,6 +54,7 @@ class Predictor(EmbeddedImage):
         self.max_sprinkle_area = float(max_sprinkle_area)
         self.low_res_limit = sam_model.low_res_limit
         self.square_input = sam_model.square_input
+        self.hq = sam_model.hq
         self._state: ImageState | None = None
         self._batch: list[ImageState] = []
 
@@ -208,20 +209,24 @@ class Predictor(EmbeddedImage):
         self._state = ImageState(features.to(self.device), original, input_size, high_res=levels or None)
 
     def _high_res_shapes(self) -> tuple[tuple[int, ...], ...]:
-        """Shapes of the extra feature levels this model's embeddings carry (SAM 2), else ()."""
+        """Shapes of the extra feature levels this model's embeddings carry (SAM 2's two, HQ-SAM's
+        HQ features), else ()."""
         decoder = self.model.mask_decoder
+        h, w = self.model.prompt_encoder.image_embedding_size
+        if self.model.hq:
+            return ((1, self.model.prompt_encoder.embed_dim // 8, 4 * h, 4 * w),)
         if not getattr(decoder, "use_high_res_features", False):
             return ()
-        h, w = self.model.prompt_encoder.image_embedding_size
         return (1, decoder.conv_s0.out_channels, 4 * h, 4 * w), (1, decoder.conv_s1.out_channels, 2 * h, 2 * w)
 
     # --- prompts ---------------------------------------------------------------------
     def predict_low_res(self, point_coords=None, point_labels=None, box=None, mask_input=None,
-                        multimask_output: bool = True) -> LowResAnswer:
+                        multimask_output: bool = True, hq_token_only: bool = False) -> LowResAnswer:
         """`predict`'s checks and decoder pass, without bringing the answer to full size: low-res
         logits (B, C, h, w) and IoU predictions (B, C) as tensors, the image's state, and whether
         the prompts came batched."""
         state = self.image_state
+        hq_token_only = check_hq_token_only(hq_token_only, self.hq)
         coords, labels, boxes, masks, n, batched = check_prompts(
             state.original_size, point_coords, point_labels, box, mask_input, self.mask_input_size,
             multimask_output=multimask_output,
@@ -243,7 +248,8 @@ class Predictor(EmbeddedImage):
         if masks is not None:
             mask_t = torch.as_tensor(masks, device=dev).expand(n, -1, -1, -1)
         with torch.inference_mode():
-            low_res, iou, obj = self._decode(state, pts, lab, box_t, mask_t, multimask_output)
+            low_res, iou, obj = self._decode(state, pts, lab, box_t, mask_t, multimask_output,
+                                             hq_token_only=hq_token_only)
         return LowResAnswer(low_res, iou, state, batched, obj)
 
     @torch.inference_mode()
@@ -255,12 +261,15 @@ class Predictor(EmbeddedImage):
         mask_input: torch.Tensor | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        hq_token_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Batched prediction with prompts already in the model's input frame (see `transform`):
         point_coords (B, N, 2), point_labels (B, N), boxes (B, 4), mask_input (B, 1, 256, 256).
         Returns masks (B, C, H, W), IoU predictions (B, C) and low-res logits (B, C, 256, 256)."""
         state = self.image_state
-        low_res, iou, _ = self._decode(state, point_coords, point_labels, boxes, mask_input, multimask_output)
+        hq_token_only = check_hq_token_only(hq_token_only, self.hq)
+        low_res, iou, _ = self._decode(state, point_coords, point_labels, boxes, mask_input, multimask_output,
+                                       hq_token_only=hq_token_only)
         masks = self.model.postprocess_masks(self._cleaned(low_res), state.input_size, state.original_size)
         if not return_logits:
             masks = masks > self.mask_threshold
@@ -293,24 +302,27 @@ class Predictor(EmbeddedImage):
             return self.model.weights_settings
         return SAM2_SETTINGS if self.model.family == "sam2" else SAM_SETTINGS
 
-    def decode_points(self, state: ImageState, points: np.ndarray,
-                      min_iou: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    @torch.inference_mode()
+    def decode_points(self, state: ImageState, points: np.ndarray, min_iou: float | None = None,
+                      hq_token_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """One foreground click per prompt, points (n, 2) in the original frame -> the three
         candidates' low-res logits (n, 3, h, w) and IoU predictions (n, 3) (everything mode).
         With `min_iou`, the logits of a prompt none of whose candidates predicts an IoU above it
-        are not computed (NaN)."""
+        are not computed (NaN). HQ-SAM: each click's one answer (n, 1, h, w), (n, 1)."""
+        hq_token_only = check_hq_token_only(hq_token_only, self.hq)
         coords = torch.as_tensor(self.transform.apply_coords(points, state.original_size), dtype=torch.float)
         labels = torch.ones(len(points), dtype=torch.int)
         # Decoded a few prompts at a time: 8 measured fastest here of 1 to 16 (each prompt's
         # transformer tensors are (4096, 256) floats; the upscaling goes a prompt at a time).
         parts = [
             self._decode(state, coords[i : i + _DECODE_CHUNK, None], labels[i : i + _DECODE_CHUNK, None], None, None,
-                         True, min_iou)[:2]
+                         True, min_iou, hq_token_only)[:2]
             for i in range(0, len(points), _DECODE_CHUNK)
         ]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
-    def _decode(self, state, point_coords, point_labels, boxes, mask_input, multimask_output, min_iou=None):
+    def _decode(self, state, point_coords, point_labels, boxes, mask_input, multimask_output, min_iou=None,
+                hq_token_only=False):
         points = (point_coords, point_labels) if point_coords is not None else None
         encoder = self.model.prompt_encoder
         sparse, dense = encoder(points, boxes, mask_input)
@@ -323,7 +335,7 @@ class Predictor(EmbeddedImage):
                 state.decoder_prepared = self.model.mask_decoder.prepare_image(state.features, image_pe, dense)
             prepared = state.decoder_prepared
         return self.model.mask_decoder(state.features, image_pe, sparse, dense, multimask_output, prepared, min_iou,
-                                       high_res=state.high_res, object_scores=True)
+                                       high_res=state.high_res, object_scores=True, hq_token_only=hq_token_only)
 
     def _cleaned(self, low_res: torch.Tensor) -> torch.Tensor:
         """Low-res logits with small holes and specks removed, when the predictor was asked to."""

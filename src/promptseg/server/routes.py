@@ -76,7 +76,9 @@ def models(svc: Service) -> list[dict]:
         "generator_defaults": settings.generator_defaults,
         "refine": settings.refine,
         "mask_threshold": float(model.mask_threshold),
-        "browser_decoding": svc.settings.web_runtime is not None and not svc.settings.flip,
+        # the page's decoding knows SAM's and SAM 2's graphs, not HQ-SAM's (which also reads the HQ features)
+        "browser_decoding": svc.settings.web_runtime is not None and not svc.settings.flip and not model.hq,
+        "hq": model.hq,  # HQ-SAM: one mask per prompt; hq_token_only applies
         # what a client decoding with decoder.onnx needs besides SAM's conventions (SAM 2's)
         "family": model.family,
         "embedding_levels": ["image_embeddings", "high_res_feats_0", "high_res_feats_1"][
@@ -144,7 +146,8 @@ async def segment(image_id: str, req: SegmentRequest, svc: Service) -> dict:
         predictor.image_state = entry.state
         t0 = time.perf_counter()
         logits, scores, low_res = predictor.predict(coords, labels, box, None if mask_input is None else mask_input[None],
-                                                    multimask_output=req.multimask_output, return_logits=True)
+                                                    multimask_output=req.multimask_output, return_logits=True,
+                                                    hq_token_only=req.hq_token_only)
         masks = answer_masks(logits, predictor.mask_threshold, refine, entry.image, coords, labels, box, predictor)
         return (masks, scores, low_res), time.perf_counter() - t0
 

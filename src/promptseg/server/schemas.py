@@ -69,6 +69,7 @@ class SegmentRequest(BaseModel):
     box: tuple[Number, Number, Number, Number] | None = None
     mask_input: str | None = Field(None, pattern=r"^[0-9a-f]{32}$", description="a `logits` handle of an earlier answer")
     multimask_output: StrictBool = True
+    hq_token_only: StrictBool = Field(False, description="HQ-SAM models: the HQ token's mask alone")
     mask_format: Literal["coco_rle", "rle", "png"] = "coco_rle"
     refine: Literal[(*REFINERS, "none")] | None = Field(
         None, description="refine each mask: zoom (the model looks again at a crop around the answer), grabcut "
@@ -88,6 +89,7 @@ class EverythingRequest(BaseModel):
     box_nms_thresh: Number = Field(0.7, ge=0, le=1)
     crop_n_layers: Count = Field(0, ge=0, le=2)
     min_mask_region_area: Count = Field(0, ge=0, le=10**7)
+    hq_token_only: StrictBool = Field(False, description="HQ-SAM models: the HQ token's mask alone")
     mask_format: Literal["coco_rle", "rle"] = "coco_rle"
 
 

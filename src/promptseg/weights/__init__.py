@@ -101,6 +101,19 @@ def _meta_sam2(release: str, size: str) -> WeightsEntry:
                         description=f"Meta's SAM {release[3:]} Hiera-{letter}, trained on SA-1B and SA-V")
 
 
+HQ_SAM_BASE_URL = "https://huggingface.co/lkeab/hq-sam/resolve/main/"
+
+
+def _hq_sam(arch: str) -> WeightsEntry:
+    """HQ-SAM's checkpoint on SAM's ViT (or MobileSAM's TinyViT, `vit_tiny`), as its authors
+    publish it on Hugging Face, without a checksum: the download checks the length the server
+    states and prints the SHA-256 of what arrived."""
+    filename = f"sam_hq_{arch}.pth"
+    base = "TinyViT (MobileSAM)" if arch == "vit_tiny" else f"SAM {arch.upper().replace('_', '-')}"
+    return WeightsEntry(f"{arch}_hq", "hqseg44k", filename, HQ_SAM_BASE_URL + filename, settings=SAM_SETTINGS,
+                        description=f"HQ-SAM on {base}: an HQ output token trained on HQSeg-44K")
+
+
 # Meta publishes no checksums; these sizes and hashes agree across independent mirrors.
 REGISTRY: dict[str, WeightsEntry] = {
     e.name: e
@@ -129,6 +142,7 @@ REGISTRY: dict[str, WeightsEntry] = {
                      "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
                      settings=SAM_SETTINGS,
                      description="MobileSAM: a TinyViT-5M encoder distilled from SAM ViT-H, SAM's decoder"),
+        *(_hq_sam(arch) for arch in ("vit_b", "vit_l", "vit_h", "vit_tiny")),
     )
 }
 

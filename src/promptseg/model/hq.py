@@ -12,6 +12,7 @@ predicted IoU.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .common import MLP, LayerNorm2d
@@ -122,25 +123,44 @@ class MaskDecoderHQ(MaskDecoder):
         -> logits (B, K, 4h, 4w); with `combine` (K = 2), the SAM mask plus the HQ mask (B, 1, ...)
         (without `combine` and K = 2, the HQ mask alone). A few prompts at a time without
         autograd (the 3x3 convolutions' features are large)."""
-        b = src.shape[0]
-        step = b if torch.is_grad_enabled() or torch.onnx.is_in_onnx_export() else _HQ_CHUNK
+        b, k = src.shape[0], hyper.shape[1]
+        plain = torch.is_grad_enabled() or torch.onnx.is_in_onnx_export()
+        step = b if plain else _HQ_CHUNK
         parts = []
         for i in range(0, b, step):
             n = min(step, b - i)
-            x = src[i : i + n].transpose(1, 2).reshape(n, -1, h, w)
-            emb = self.output_upscaling(x)  # (n, C/8, 4h, 4w)
             level = feats if feats.shape[0] == 1 else feats[i : i + n]
-            fine = (self.embedding_maskfeature(emb) + level).flatten(2)
-            hq = hyper[i : i + n, -1:] @ fine  # (n, 1, 16hw)
-            k = hyper.shape[1]
+            weights = hyper[i : i + n]
+            if plain:
+                emb = self.output_upscaling(src[i : i + n].transpose(1, 2).reshape(n, -1, h, w))  # (n, C/8, 4h, 4w)
+                fine = self.embedding_maskfeature(emb) + level
+            else:  # channels last: the 3x3 convolutions and the norms run several times faster
+                tokens = self.upscaled_tokens(src[i : i + n], h, w)  # (n, 16hw, C/8), token order
+                emb = tokens.view(n, h, w, 2, 2, 2, 2, -1).permute(0, 1, 3, 5, 2, 4, 6, 7)
+                emb = emb.reshape(n, 4 * h, 4 * w, -1).permute(0, 3, 1, 2)  # channels last
+                fine = _channels_last(self.embedding_maskfeature, emb).add_(level)
+            # per-mask dot products over channels, read in the features' own memory layout
+            hq = torch.einsum("nchw,nc->nhw", fine, weights[:, -1]).unsqueeze(1)
             if combine:
-                logits = hyper[i : i + n, :1] @ emb.flatten(2) + hq
+                logits = torch.einsum("nchw,nc->nhw", emb, weights[:, 0]).unsqueeze(1) + hq
             elif k == 2:
                 logits = hq
             else:
-                logits = torch.cat([hyper[i : i + n, :-1] @ emb.flatten(2), hq], dim=1)
-            parts.append(logits.view(n, -1, 4 * h, 4 * w))
+                logits = torch.cat([torch.einsum("nchw,nkc->nkhw", emb, weights[:, :-1]), hq], dim=1)
+            parts.append(logits.contiguous())
         return torch.cat(parts)
+
+
+def _channels_last(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """`seq` on a channels-last `x` without autograd, its LayerNorm2d as a layer norm over each
+    pixel's channels (contiguous in this layout)."""
+    for module in seq:
+        if isinstance(module, LayerNorm2d):
+            x = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), module.weight, module.bias,
+                             module.eps).permute(0, 3, 1, 2)
+        else:
+            x = module(x)
+    return x
 
 
 def _hq_level(high_res) -> torch.Tensor:
@@ -157,4 +177,6 @@ class SamHQ(Sam):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor]]:
         """The embedding (B, C, h, w) and `(hq_features,)` (B, C/8, 4h, 4w)."""
         embedding, early = self.image_encoder.forward_with_early(x)
-        return embedding, (self.mask_decoder.hq_features(embedding, early),)
+        # channels last, the layout the decoder's features are in when it adds these
+        hq = self.mask_decoder.hq_features(embedding, early).contiguous(memory_format=torch.channels_last)
+        return embedding, (hq,)

@@ -216,8 +216,19 @@ class MaskDecoder(nn.Module):
     def _upscale_whole(self, src: torch.Tensor, hyper_in: torch.Tensor, h: int, w: int,
                        high_res: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """`_upscale_masks` on the whole image at once."""
-        up1, norm, act1, up2, act2 = self.output_upscaling
         b, m = src.shape[0], hyper_in.shape[1]
+        x = self.upscaled_tokens(src, h, w, high_res)
+        masks = x @ hyper_in.transpose(1, 2)  # (B, pixels in token order, M)
+        # token order is (i, j, di, dj, ei, ej); image row = 4i + 2di + ei, column = 4j + 2dj + ej
+        masks = masks.view(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return masks.reshape(b, m, 4 * h, 4 * w)
+
+    def upscaled_tokens(self, src: torch.Tensor, h: int, w: int,
+                        high_res: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """The upscaled embedding (B, 16hw, C/8) of image tokens (B, hw, C), its pixels in token
+        order (i, j, di, dj, ei, ej): image row 4i + 2di + ei, column 4j + 2dj + ej."""
+        up1, norm, act1, up2, act2 = self.output_upscaling
+        b = src.shape[0]
         w1 = up1.weight.permute(0, 2, 3, 1).reshape(up1.in_channels, -1)  # (C, 2*2*C/4)
         x = torch.addmm(up1.bias.repeat(4), src.reshape(-1, src.shape[-1]), w1).view(b, h * w * 4, -1)
         if high_res is not None:  # the 8x level in token order (i, j, di, dj)
@@ -230,11 +241,7 @@ class MaskDecoder(nn.Module):
             s0 = high_res[0]
             s0 = s0.view(s0.shape[0], -1, h, 2, 2, w, 2, 2).permute(0, 2, 5, 3, 6, 4, 7, 1)
             x = x + s0.reshape(s0.shape[0], h * w * 16, -1)
-        x = act2(x)
-        masks = x @ hyper_in.transpose(1, 2)  # (B, pixels in token order, M)
-        # token order is (i, j, di, dj, ei, ej); image row = 4i + 2di + ei, column = 4j + 2dj + ej
-        masks = masks.view(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
-        return masks.reshape(b, m, 4 * h, 4 * w)
+        return act2(x)
 
     def _upscale_bands(self, src: torch.Tensor, hyper_in: torch.Tensor, h: int, w: int,
                        high_res: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:

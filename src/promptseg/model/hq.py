@@ -49,7 +49,11 @@ class MaskDecoderHQ(MaskDecoder):
     def hq_features(self, image_embeddings: torch.Tensor, early: torch.Tensor) -> torch.Tensor:
         """The prompt-independent HQ features (B, C/8, 4h, 4w) from the embedding (B, C, h, w)
         and the encoder's early tokens (B, h, w, vit_dim)."""
-        return self.embedding_encoder(image_embeddings) + self.compress_vit_feat(early.permute(0, 3, 1, 2))
+        early = early.permute(0, 3, 1, 2)  # channels last in memory
+        if torch.is_grad_enabled() or torch.onnx.is_in_onnx_export():
+            return self.embedding_encoder(image_embeddings) + self.compress_vit_feat(early)
+        embedding = image_embeddings.contiguous(memory_format=torch.channels_last)
+        return _channels_last(self.embedding_encoder, embedding) + _channels_last(self.compress_vit_feat, early)
 
     def forward(
         self,

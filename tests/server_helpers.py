@@ -85,11 +85,14 @@ def peak_rss_bytes(pid: int) -> int:
 
 
 class FileServer:
-    """Serves one file on 127.0.0.1 with Range support; can cut the first transfer short."""
+    """Serves one file on 127.0.0.1 with Range support; can cut the first transfer short. `others`
+    are files served beside it, by name (the first file answers any other path)."""
 
-    def __init__(self, payload: bytes, cut_first_at: int | None = None, name: str = "sam_test.pth") -> None:
+    def __init__(self, payload: bytes, cut_first_at: int | None = None, name: str = "sam_test.pth",
+                 others: dict[str, bytes] | None = None) -> None:
         self.payload = payload
         self.name = name
+        others = others or {}
         self.cut_first_at = cut_first_at
         self.requests: list[str | None] = []
         outer = self
@@ -99,6 +102,13 @@ class FileServer:
                 pass
 
             def do_GET(self):
+                wanted = self.path.rsplit("/", 1)[-1]
+                if wanted in others:
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(others[wanted])))
+                    self.end_headers()
+                    self.wfile.write(others[wanted])
+                    return
                 outer.requests.append(self.headers.get("Range"))
                 start = 0
                 rng = self.headers.get("Range")

@@ -112,8 +112,13 @@ def download(
     if entry is None or entry.bundled:
         raise ValueError(f"no official weights named {name!r}; choose one of {', '.join(downloadable())}")
     dest = Path(dest_dir) if dest_dir is not None else cache_dir()
-    return fetch_verified(url or entry.url, dest / entry.filename, entry.size, entry.sha256, quiet, timeout,
+    main = url or entry.url
+    path = fetch_verified(main, dest / entry.filename, entry.size, entry.sha256, quiet, timeout,
                           what="the published one")
+    for name, published in entry.companions:  # from beside the mirror's file when a mirror is given
+        fetch_verified(main.rsplit("/", 1)[0] + "/" + name if url else published, path.parent / name, None, None,
+                       True, timeout)
+    return path
 
 
 def fetch_verified(url: str, final: Path, size: int | None, sha256: str | None, quiet: bool = False,

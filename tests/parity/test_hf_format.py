@@ -114,3 +114,28 @@ def test_what_does_not_fit_is_one_clear_error(hf_folder, tmp_path):
     assert out.returncode == 1 and "is a folder without config.json" in out.stderr and "Traceback" not in out.stderr
     out = run("convert", tmp_path / "cut.safetensors", tmp_path / "y", "--to", "onnx")
     assert out.returncode == 1 and "--to must be one of promptseg, hf" in out.stderr
+
+
+def test_download_the_hf_files_then_use_them_by_name(hf_folder, pair, tmp_path):
+    """`promptseg download vit_b.hf` from a mirror (a server on 127.0.0.1) fetches model.safetensors
+    and the configs beside it; `--model vit_b.hf` answers as the folder does, and transformers
+    loads the downloaded folder."""
+    from server_helpers import FileServer
+
+    files = {p.name: p.read_bytes() for p in hf_folder.iterdir() if p.is_file()}
+    files["preprocessor_config.json"] = b'{"do_resize": true}'
+    env = {"PROMPTSEG_HOME": str(tmp_path / "cache")}
+    with FileServer(files.pop("model.safetensors"), name="model.safetensors", others=files) as server:
+        out = run("download", "vit_b.hf", "--url", server.url, "--quiet", env=env)
+    assert out.returncode == 0, out.stderr
+    folder = tmp_path / "cache" / "sam-vit-base"
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "preprocessor_config.json"]
+    assert transformers.SamModel.from_pretrained(folder).config.vision_config.hidden_size == 768
+    from safetensors.torch import load_file
+
+    photo = np.asarray(Image.open(sample_image_path("coffee")).convert("RGB").resize((SIDE, SIDE), Image.BICUBIC))
+    Image.fromarray(photo).save(tmp_path / "photo.png")  # the photo `pair` embedded
+    out = run("embed", tmp_path / "photo.png", "--model", "vit_b.hf", "-o", tmp_path / "emb", "--quiet", env=env)
+    assert out.returncode == 0, out.stderr
+    (saved,) = (tmp_path / "emb").glob("*.safetensors")
+    assert_close_scaled(load_file(saved)["image_embedding"], pair[1].features)

@@ -64,6 +64,8 @@ class WeightsEntry:
     sha256: str | None = None
     settings: WeightsSettings = field(default_factory=WeightsSettings)
     description: str = ""
+    # small files fetched beside the weights, into the same folder: (name, URL)
+    companions: tuple[tuple[str, str], ...] = ()
 
     @property
     def name(self) -> str:
@@ -99,6 +101,21 @@ def _meta_sam2(release: str, size: str) -> WeightsEntry:
     return WeightsEntry(f"{release}_hiera_{size}", "sav", filename, SAM2_BASE_URL + folder + filename,
                         settings=SAM2_SETTINGS,
                         description=f"Meta's SAM {release[3:]} Hiera-{letter}, trained on SA-1B and SA-V")
+
+
+HF_SAM_BASE_URL = "https://huggingface.co/facebook/sam-vit-{}/resolve/main/"
+
+
+def _hf_sam(arch: str, word: str) -> WeightsEntry:
+    """Meta's SAM in Hugging Face's format (`facebook/sam-vit-base`, ...): model.safetensors, with
+    config.json and preprocessor_config.json beside it, so that the folder also loads in
+    `transformers` (`SamModel.from_pretrained(folder)`). No checksum is published outside the Hub's
+    pages: the download checks the length the server states and prints the SHA-256."""
+    base = HF_SAM_BASE_URL.format(word)
+    return WeightsEntry(arch, "hf", f"sam-vit-{word}/model.safetensors", base + "model.safetensors",
+                        settings=SAM_SETTINGS,
+                        description=f"Meta's SAM {arch.upper().replace('_', '-')} in Hugging Face's format",
+                        companions=tuple((name, base + name) for name in ("config.json", "preprocessor_config.json")))
 
 
 HQ_SAM_BASE_URL = "https://huggingface.co/lkeab/hq-sam/resolve/main/"
@@ -143,6 +160,7 @@ REGISTRY: dict[str, WeightsEntry] = {
                      settings=SAM_SETTINGS,
                      description="MobileSAM: a TinyViT-5M encoder distilled from SAM ViT-H, SAM's decoder"),
         *(_hq_sam(arch) for arch in ("vit_b", "vit_l", "vit_h", "vit_tiny")),
+        *(_hf_sam(arch, word) for arch, word in (("vit_b", "base"), ("vit_l", "large"), ("vit_h", "huge"))),
     )
 }
 

@@ -258,3 +258,46 @@ def test_readme_screenshot(browser):
         png = page.screenshot(path=str(SHOTS / "page.png"))
         assert Image.open(io.BytesIO(png)).size == (900, 560)
         page.close()
+
+
+def test_an_hq_sam_model_in_the_browser(browser, tmp_path):
+    """An HQ-SAM model served: the page offers "HQ mask only", a click shows the one mask
+    (SAM's plus the HQ token's), and ticking the box asks for the HQ token's alone and shows it,
+    each the server's own answer."""
+    import torch
+
+    from helpers import randomize_
+    from promptseg import build_model
+
+    checkpoint = tmp_path / "sam_hq_vit_tiny.pth"
+    torch.save(randomize_(build_model("vit_tiny_hq"), seed=9).state_dict(), checkpoint)
+    photo = sample_image_path("coffee.png")
+    with running_server("--checkpoint", str(checkpoint), "--web-runtime", "off") as (url, _):
+        page, errors, _ = watched_page(browser)
+        page.goto(url)
+        page.set_input_files("#file", str(photo))
+        page.wait_for_function("() => document.getElementById('status').className === 'ready'", timeout=60000)
+        assert page.is_visible("#hq-only") and not page.is_visible("#local")
+        page.select_option("#refine", "none")
+        before = canvas_pixels(page)
+        image_id = page.evaluate("() => document.getElementById('view').dataset.imageId")
+        prompt = {"point_coords": [[300, 200]], "point_labels": [1], "multimask_output": True, "refine": "none"}
+        both, _ = server_mask(url, image_id, prompt)
+        alone, _ = server_mask(url, image_id, {**prompt, "hq_token_only": True})
+        assert both.mean() > 0.01 and alone.mean() > 0.01  # something to see (they differ little: random weights)
+
+        def overlay():
+            return np.abs(canvas_pixels(page).astype(int) - before.astype(int)).sum(-1) > 30
+
+        with page.expect_response(lambda r: r.url.endswith("/segment")):
+            click_at(page, 300, 200)
+        page.wait_for_function("() => document.getElementById('view').dataset.masks === '1'", timeout=30000)
+        page.wait_for_timeout(300)
+        assert (overlay() == both).mean() > 0.97
+        with page.expect_response(lambda r: r.url.endswith("/segment")) as answer:
+            page.check("#hq-only")
+        assert json.loads(answer.value.request.post_data)["hq_token_only"] is True
+        page.wait_for_timeout(300)
+        assert (overlay() == alone).mean() > 0.97
+        page.screenshot(path=str(SHOTS / "6_hq_sam.png"))
+        assert not errors, errors

@@ -238,3 +238,15 @@ def test_server_answers_with_an_hq_model(tiny_hq_pair):
                                        "stability_score_thresh": 0})
         assert everything.status_code == 200, everything.text
         assert 0 < len(everything.json()["records"]) <= 9
+
+
+def test_hq_samples_scripts_run_on_the_compat_names(tiny_hq_pair, tiny_hq_predictors):
+    """segment_anything_hq's names: its registry key `vit_tiny` builds vit_tiny_hq from the file."""
+    from promptseg.compat.hq import SamPredictor, sam_model_registry
+
+    ref, _ = tiny_hq_predictors
+    predictor = SamPredictor(sam_model_registry["vit_tiny"](checkpoint=tiny_hq_pair[2]))
+    predictor.set_image(sample_image_path("coffee"))
+    r = ref.predict(**PROMPTS["box"], hq_token_only=True)
+    o = predictor.predict(**PROMPTS["box"], hq_token_only=True)
+    assert_close_scaled(torch.from_numpy(o[2]), torch.from_numpy(r[2]))

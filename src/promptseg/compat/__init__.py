@@ -13,6 +13,10 @@ from promptseg.compat.build_sam import build_sam2
 from promptseg.compat.sam2_image_predictor import SAM2ImagePredictor
 from promptseg.compat.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
+and of HQ-SAM's `segment_anything_hq`:
+
+from promptseg.compat.hq import sam_model_registry, SamPredictor, SamAutomaticMaskGenerator
+
 The module paths mirror the ones scripts import; promptseg's own code is behind them.
 """
 

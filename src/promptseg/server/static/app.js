@@ -99,6 +99,7 @@ for (const target of [$("drop"), $("stage")]) {
 api("/v1/models").then(([info]) => {
   LOCAL.model = info;
   $("text-group").hidden = !info.text_prompts;
+  $("hq-group").hidden = !info.hq;  // HQ-SAM: one mask per prompt, SAM's plus the HQ token's or that alone
   LOCAL.available = Boolean(info.browser_decoding);
   $("local-group").hidden = !LOCAL.available;
   $("local").checked = LOCAL.available;
@@ -106,6 +107,7 @@ api("/v1/models").then(([info]) => {
 });
 $("local").addEventListener("change", () => { if (S.points.length || S.box) update(); });
 $("refine").addEventListener("change", () => { if (S.points.length || S.box) update(); });
+$("hq-only").addEventListener("change", () => { if (S.points.length || S.box) update(); });
 api("/v1/samples").then((names) => {
   for (const n of names) $("sample").add(new Option(n, n));
 });
@@ -118,6 +120,7 @@ function prompts() {
     body.point_labels = S.points.map((p) => p.label);
   }
   if (S.box) body.box = S.box;
+  if ($("hq-only").checked) body.hq_token_only = true;
   body.refine = $("refine").value;  // done on the server, which has the image ("none": off)
   // Like SAM's own demo, every answer comes from the prompts alone (no previous logits as
   // mask input): undo and candidate switching then always mean the same thing.

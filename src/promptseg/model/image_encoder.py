@@ -61,6 +61,8 @@ class Attention(nn.Module):
         else:
             table_h = relative_table(h, h, self.rel_pos_h)
             table_w = relative_table(w, w, self.rel_pos_w)
+            if not (torch.is_grad_enabled() or torch.jit.is_tracing()):
+                return _blocked_rel_pos_attention(q, k, v, table_h, table_w, h, w).transpose(1, 2).reshape(n, h, w, -1)
             step = max(1, _BIAS_CHUNK_ELEMENTS // (n * (h * w) ** 2))
             parts = []
             for s in range(0, heads, step):
@@ -82,6 +84,38 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.attend(self.qkv(x)))
+
+
+_BLOCK_BIAS_ELEMENTS = 1 << 22  # bias elements per attention call at inference (16 MB: within the L3 cache;
+# measured fastest of 0.5 to 8 M on a global block of ViT-B here)
+
+
+def _blocked_rel_pos_attention(q, k, v, table_h, table_w, h: int, w: int) -> torch.Tensor:
+    """Attention with the decomposed relative-position bias, (N, heads, h*w, d) each, a block
+    of windows, heads and query rows at a time: each block's bias is built and read while it is
+    in the cache, instead of the whole (heads, h*w, h*w) bias going to memory and back. Every
+    query's answer is computed as in one call."""
+    n, heads, tokens, d = q.shape
+    per_row = w * tokens  # bias elements of one query row, one head, one window
+    rows = min(h, max(1, _BLOCK_BIAS_ELEMENTS // per_row))
+    hb = min(heads, max(1, _BLOCK_BIAS_ELEMENTS // (h * per_row))) if rows == h else 1
+    nb = max(1, _BLOCK_BIAS_ELEMENTS // (heads * h * per_row)) if hb == heads else 1
+    out = q.new_empty(n, heads, tokens, d)
+    for b0 in range(0, n, nb):
+        for a0 in range(0, heads, hb):
+            qs = q[b0 : b0 + nb, a0 : a0 + hb]
+            ks, vs = k[b0 : b0 + nb, a0 : a0 + hb], v[b0 : b0 + nb, a0 : a0 + hb]
+            grid_q = qs.reshape(qs.shape[0], qs.shape[1], h, w, d)
+            for r0 in range(0, h, rows):
+                r1 = min(h, r0 + rows)
+                block = grid_q[:, :, r0:r1]
+                bias_h = torch.einsum("nahwc,hkc->nahwk", block, table_h[r0:r1])
+                bias_w = torch.einsum("nahwc,wkc->nahwk", block, table_w)
+                bias = qs.new_empty(qs.shape[0], qs.shape[1], r1 - r0, w, h, w)
+                torch.add(bias_h[..., :, None], bias_w[..., None, :], out=bias)
+                out[b0 : b0 + nb, a0 : a0 + hb, r0 * w : r1 * w] = F.scaled_dot_product_attention(
+                    qs[:, :, r0 * w : r1 * w], ks, vs, attn_mask=bias.view(qs.shape[0], qs.shape[1], -1, tokens))
+    return out
 
 
 def _to_windows(x: torch.Tensor, size: int, fill: torch.Tensor | None) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -37,17 +37,16 @@ def _builder(model_type: str, checkpoint=None):
     return build_model(model_type, checkpoint=checkpoint)
 
 
-build_sam_vit_h = partial(_builder, "vit_h")
-build_sam_vit_l = partial(_builder, "vit_l")
-build_sam_vit_b = partial(_builder, "vit_b")
-build_sam = build_sam_vit_h
+def model_registry(types: dict[str, str]) -> dict:
+    """A `sam_model_registry`: each key builds our type `types[key]` (`checkpoint=` optional);
+    "default" is vit_h's."""
+    builders = {key: partial(_builder, ours) for key, ours in types.items()}
+    return {"default": builders["vit_h"], **builders}
 
-sam_model_registry = {
-    "default": build_sam_vit_h,
-    "vit_h": build_sam_vit_h,
-    "vit_l": build_sam_vit_l,
-    "vit_b": build_sam_vit_b,
-}
+
+sam_model_registry = model_registry({"vit_h": "vit_h", "vit_l": "vit_l", "vit_b": "vit_b"})
+build_sam_vit_h, build_sam_vit_l, build_sam_vit_b = (sam_model_registry[k] for k in ("vit_h", "vit_l", "vit_b"))
+build_sam = build_sam_vit_h
 
 __all__ = [
     "ResizeLongestSide",

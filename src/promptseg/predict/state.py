@@ -18,7 +18,8 @@ class ImageState:
     the backend; `original_size` is the (H, W) of the image as given, `input_size` the (h, w) it
     was resized to before padding. A predictor that averages with the mirror image keeps the
     mirror image's state in `mirror`. SAM 2's models also read `high_res`, the encoder's 4x and
-    8x levels (1, C/8, 4h, 4w) and (1, C/4, 2h, 2w). The two last fields are the torch backend's
+    8x levels (1, C/8, 4h, 4w) and (1, C/4, 2h, 2w); HQ-SAM's, `(hq_features,)` (1, C/8, 4h, 4w).
+    The two last fields are the torch backend's
     prompt-independent decoder work, made on first use and kept with the image."""
 
     features: Any

@@ -21,7 +21,7 @@ from . import masks as M
 from .io import ImageLike, read_image
 from .predict.contract import PromptPredictor
 from .predict.loader import as_predictor
-from .predict.state import ImageState
+from .predict.state import ImageState, check_hq_token_only
 
 if TYPE_CHECKING:
     from .model import Sam
@@ -194,8 +194,7 @@ class MaskGenerator:
             self.point_grids = [np.asarray(g, dtype=np.float64) for g in point_grids]
         # a Sam model runs through the torch predictor; any predictor serves as it is
         self.predictor = as_predictor(model)
-        if hq_token_only and not getattr(self.predictor, "hq", False):
-            raise ValueError("hq_token_only applies to HQ-SAM models (vit_b_hq, vit_l_hq, vit_h_hq, vit_tiny_hq)")
+        check_hq_token_only(hq_token_only, getattr(self.predictor, "hq", False))
         # None: the defaults chosen for the model's weights (SAM's 0.88 / 0.95 for Meta's; the
         # bundled model's IoU head is calibrated on its weaker masks, see promptseg.weights)
         defaults = self.predictor.settings.generator_defaults

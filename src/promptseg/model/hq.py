@@ -82,7 +82,8 @@ class MaskDecoderHQ(MaskDecoder):
             pick = torch.zeros(b, dtype=torch.long, device=hs.device)
         iou = iou_all[rows, pick][:, None]
         hyper = self._hypers(hs)  # (B, 5, C/8): the four SAM tokens', then the HQ token's
-        pair = torch.stack([hyper[rows, pick], hyper[:, -1]], dim=1)
+        # the HQ token's weights alone, or the picked SAM token's then the HQ token's (added)
+        pair = hyper[:, -1:] if hq_token_only else torch.stack([hyper[rows, pick], hyper[:, -1]], dim=1)
         h, w = image_embeddings.shape[-2:]
         obj = iou.new_full((b, 1), 10.0)
         if min_iou is None:
@@ -124,10 +125,9 @@ class MaskDecoderHQ(MaskDecoder):
     def _masks(self, src: torch.Tensor, hyper: torch.Tensor, h: int, w: int, feats: torch.Tensor,
                combine: bool) -> torch.Tensor:
         """Image tokens (B, h*w, C) and mask weights (B, K, C/8) whose last row is the HQ token's
-        -> logits (B, K, 4h, 4w); with `combine` (K = 2), the SAM mask plus the HQ mask (B, 1, ...)
-        (without `combine` and K = 2, the HQ mask alone). A few prompts at a time without
-        autograd (the 3x3 convolutions' features are large)."""
-        b, k = src.shape[0], hyper.shape[1]
+        -> logits (B, K, 4h, 4w); with `combine` (K = 2), the SAM mask plus the HQ mask (B, 1, ...).
+        A few prompts at a time without autograd (the 3x3 convolutions' features are large)."""
+        b = src.shape[0]
         plain = torch.is_grad_enabled() or torch.onnx.is_in_onnx_export()
         step = b if plain else _HQ_CHUNK
         parts = []
@@ -147,9 +147,7 @@ class MaskDecoderHQ(MaskDecoder):
             hq = torch.einsum("nchw,nc->nhw", fine, weights[:, -1]).unsqueeze(1)
             if combine:
                 logits = torch.einsum("nchw,nc->nhw", emb, weights[:, 0]).unsqueeze(1) + hq
-            elif k == 2:
-                logits = hq
-            else:
+            else:  # the SAM tokens' masks (none for the HQ token alone), then the HQ mask
                 logits = torch.cat([torch.einsum("nchw,nkc->nkhw", emb, weights[:, :-1]), hq], dim=1)
             parts.append(logits.contiguous())
         return torch.cat(parts)

@@ -46,15 +46,19 @@ class ConvBN(nn.Sequential):
         if not self.training and _fusable(x):
             conv = self.c
             try:
-                return torch.ops.mkldnn._convolution_pointwise(
-                    x, *self.fused(), list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
-                    "gelu", [None], "none")
+                return _conv_gelu(x, *self.fused(), conv.padding, conv.stride, conv.groups)
             except (RuntimeError, AttributeError):
                 _FUSED["ok"] = False  # this build of torch lacks it: the plain path from now on
         return F.gelu(self(x))
 
 
 _FUSED = {"ok": True}
+
+
+def _conv_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding, stride, groups: int) -> torch.Tensor:
+    """GELU(conv2d(x)) as one oneDNN convolution (torch's internal op; see `_fusable`)."""
+    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, list(padding), list(stride), [1, 1], groups,
+                                                   "gelu", [None], "none")
 
 
 def _fusable(x: torch.Tensor) -> bool:
@@ -98,7 +102,6 @@ class MBConv(nn.Module):
         features (4x the channels) stay in the cache instead of going to memory and back. The
         depthwise 3x3 reads one row beyond the band on each side (computed again by the next band),
         and its zero padding applies at the image's edges only."""
-        op = torch.ops.mkldnn._convolution_pointwise
         (w1, b1), (w2, b2), (w3, b3) = self.conv1.fused(), self.conv2.fused(), self.conv3.fused()
         groups = self.conv2.c.groups
         h = x.shape[2]
@@ -106,8 +109,8 @@ class MBConv(nn.Module):
         for r0 in range(0, h, _BAND_ROWS):
             r1 = min(h, r0 + _BAND_ROWS)
             a0, a1 = max(0, r0 - 1), min(h, r1 + 1)
-            y = op(x[:, :, a0:a1], w1, b1, [0, 0], [1, 1], [1, 1], 1, "gelu", [None], "none")
-            y = op(y, w2, b2, [1, 1], [1, 1], [1, 1], groups, "gelu", [None], "none")[:, :, r0 - a0 : r1 - a0]
+            y = _conv_gelu(x[:, :, a0:a1], w1, b1, (0, 0), (1, 1), 1)
+            y = _conv_gelu(y, w2, b2, (1, 1), (1, 1), groups)[:, :, r0 - a0 : r1 - a0]
             z = F.conv2d(y, w3, b3)
             z += x[:, :, r0:r1]
             out[:, :, r0:r1] = F.gelu(z)

@@ -226,7 +226,6 @@ class Predictor(EmbeddedImage):
         logits (B, C, h, w) and IoU predictions (B, C) as tensors, the image's state, and whether
         the prompts came batched."""
         state = self.image_state
-        hq_token_only = check_hq_token_only(hq_token_only, self.hq)
         coords, labels, boxes, masks, n, batched = check_prompts(
             state.original_size, point_coords, point_labels, box, mask_input, self.mask_input_size,
             multimask_output=multimask_output,
@@ -267,7 +266,6 @@ class Predictor(EmbeddedImage):
         point_coords (B, N, 2), point_labels (B, N), boxes (B, 4), mask_input (B, 1, 256, 256).
         Returns masks (B, C, H, W), IoU predictions (B, C) and low-res logits (B, C, 256, 256)."""
         state = self.image_state
-        hq_token_only = check_hq_token_only(hq_token_only, self.hq)
         low_res, iou, _ = self._decode(state, point_coords, point_labels, boxes, mask_input, multimask_output,
                                        hq_token_only=hq_token_only)
         masks = self.model.postprocess_masks(self._cleaned(low_res), state.input_size, state.original_size)
@@ -309,7 +307,6 @@ class Predictor(EmbeddedImage):
         candidates' low-res logits (n, 3, h, w) and IoU predictions (n, 3) (everything mode).
         With `min_iou`, the logits of a prompt none of whose candidates predicts an IoU above it
         are not computed (NaN). HQ-SAM: each click's one answer (n, 1, h, w), (n, 1)."""
-        hq_token_only = check_hq_token_only(hq_token_only, self.hq)
         coords = torch.as_tensor(self.transform.apply_coords(points, state.original_size), dtype=torch.float)
         labels = torch.ones(len(points), dtype=torch.int)
         # Decoded a few prompts at a time: 8 measured fastest here of 1 to 16 (each prompt's
@@ -323,6 +320,7 @@ class Predictor(EmbeddedImage):
 
     def _decode(self, state, point_coords, point_labels, boxes, mask_input, multimask_output, min_iou=None,
                 hq_token_only=False):
+        hq_token_only = check_hq_token_only(hq_token_only, self.hq)
         points = (point_coords, point_labels) if point_coords is not None else None
         encoder = self.model.prompt_encoder
         sparse, dense = encoder(points, boxes, mask_input)

@@ -60,11 +60,12 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return module
 
 
-def assert_close_scaled(ours: torch.Tensor, ref: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-4) -> None:
-    """allclose with the absolute tolerance scaled to the reference's magnitude."""
+def assert_close_scaled(ours: torch.Tensor, ref: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-4,
+                        scale: float | None = None) -> None:
+    """allclose with the absolute tolerance scaled to the reference's magnitude (or `scale`)."""
     ours, ref = torch.as_tensor(ours).float(), torch.as_tensor(ref).float()
     assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    scale = ref.abs().max().clamp_min(1e-12)
+    scale = ref.abs().max().clamp_min(1e-12) if scale is None else torch.tensor(scale)
     err = (ours - ref).abs()
     bound = atol * scale + rtol * ref.abs()
     assert (err <= bound).all(), f"max abs error {err.max():.3g} (reference magnitude {scale:.3g})"

@@ -18,7 +18,12 @@ def _compare(ref_pred, our_pred, kwargs, multimask):
     o_masks, o_scores, o_low = our_pred.predict(**kwargs, multimask_output=multimask)
     assert o_masks.shape == r_masks.shape and o_masks.dtype == r_masks.dtype == bool
     assert_close_scaled(torch.from_numpy(o_low), torch.from_numpy(r_low))
-    assert_close_scaled(torch.from_numpy(o_scores), torch.from_numpy(r_scores))
+    # IoU predictions at 1e-4 of the IoU head's magnitude for this prompt (its other outputs
+    # included): a random model's single-mask prediction can sit near 0 (0.0022 for the small
+    # model's box and points), where float rounding alone moves it by more than 1e-4 of itself
+    # (the reference's own prediction moves by 3e-7 when its embedding is rounded differently)
+    head = max(np.abs(r_scores).max(), np.abs(ref_pred.predict(**kwargs, multimask_output=True)[1]).max())
+    assert_close_scaled(torch.from_numpy(o_scores), torch.from_numpy(r_scores), scale=float(head))
     assert agreement(o_masks, r_masks) >= 0.9999
     # logits at full size too
     r_logits = ref_pred.predict(**kwargs, multimask_output=multimask, return_logits=True)[0]

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import onednn
 from .common import MLPBlock, sam_neck
 
 # Global attention builds an additive bias of (heads, tokens, tokens); above this many
@@ -62,7 +63,7 @@ class Attention(nn.Module):
             table_h = relative_table(h, h, self.rel_pos_h)
             table_w = relative_table(w, w, self.rel_pos_w)
             if not (torch.is_grad_enabled() or torch.jit.is_tracing()):
-                return _blocked_rel_pos_attention(q, k, v, table_h, table_w, h, w).transpose(1, 2).reshape(n, h, w, -1)
+                return _blocked_rel_pos_attention(q, k, v, table_h, table_w, w).view(n, h, w, -1)
             step = max(1, _BIAS_CHUNK_ELEMENTS // (n * (h * w) ** 2))
             parts = []
             for s in range(0, heads, step):
@@ -72,8 +73,8 @@ class Attention(nn.Module):
                 bias_w = torch.einsum("nahwc,wkc->nahwk", grid_q, table_w).contiguous()
                 # Written straight into a contiguous buffer: a broadcast add of the einsum
                 # outputs would take their odd strides and need a second full copy.
-                if torch.jit.is_tracing():  # graph export: `out=` has no graph form
-                    bias = bias_h[..., :, None] + bias_w[..., None, :]
+                if torch.jit.is_tracing() or bias_h.requires_grad:  # graph export: `out=` has no graph
+                    bias = bias_h[..., :, None] + bias_w[..., None, :]  # form; autograd: no `out=` either
                 else:
                     bias = qs.new_empty(n, qs.shape[1], h, w, h, w)
                     torch.add(bias_h[..., :, None], bias_w[..., None, :], out=bias)
@@ -82,39 +83,60 @@ class Attention(nn.Module):
             out = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
         return out.transpose(1, 2).reshape(n, h, w, -1)
 
+    def attend_rows(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, row0: int, h: int) -> torch.Tensor:
+        """Global attention at inference for R rows of queries starting at grid row `row0`:
+        projected queries (N, R, w, dim) over keys and values (N, heads, h*w, head_dim) of the
+        whole h x w grid. Returns (N, R, w, dim), before `proj`."""
+        n, rows, w, dim = q.shape
+        q = q.view(n, rows * w, self.num_heads, -1).transpose(1, 2)
+        if not self.use_rel_pos:
+            return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, rows, w, dim)
+        table_h = relative_table(h, h, self.rel_pos_h)[row0 : row0 + rows]
+        table_w = relative_table(w, w, self.rel_pos_w)
+        return _blocked_rel_pos_attention(q, k, v, table_h, table_w, w).view(n, rows, w, dim)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.attend(self.qkv(x)))
 
 
 _BLOCK_BIAS_ELEMENTS = 1 << 22  # bias elements per attention call at inference (16 MB: within the L3 cache;
 # measured fastest of 0.5 to 8 M on a global block of ViT-B here)
+_BAND_TOKENS = 1024  # query tokens per band of a block at inference (see Block.forward)
 
 
-def _blocked_rel_pos_attention(q, k, v, table_h, table_w, h: int, w: int) -> torch.Tensor:
-    """Attention with the decomposed relative-position bias, (N, heads, h*w, d) each, a block
-    of windows, heads and query rows at a time: each block's bias is built and read while it is
-    in the cache, instead of the whole (heads, h*w, h*w) bias going to memory and back. Every
-    query's answer is computed as in one call."""
-    n, heads, tokens, d = q.shape
+def _blocked_rel_pos_attention(q, k, v, table_h, table_w, w: int) -> torch.Tensor:
+    """Attention with the decomposed relative-position bias for R whole rows of queries of a
+    grid w tokens wide: q (N, heads, R*w, d), k and v (N, heads, H*w, d), table_h (R, H, d) the
+    query rows' relative vectors, table_w (w, w, d). Returns (N, R*w, heads, d).
+
+    A block of windows, heads and query rows at a time: each block's bias is built (in one
+    buffer, reused) and read while it is in the cache, instead of the whole (heads, R*w, H*w)
+    bias going to memory and back. Every query's answer is computed as in one call."""
+    n, heads, queries, d = q.shape
+    h, tokens = table_h.shape[1], k.shape[2]
+    q_rows = queries // w
     per_row = w * tokens  # bias elements of one query row, one head, one window
-    rows = min(h, max(1, _BLOCK_BIAS_ELEMENTS // per_row))
-    hb = min(heads, max(1, _BLOCK_BIAS_ELEMENTS // (h * per_row))) if rows == h else 1
-    nb = max(1, _BLOCK_BIAS_ELEMENTS // (heads * h * per_row)) if hb == heads else 1
-    out = q.new_empty(n, heads, tokens, d)
+    rows = min(q_rows, max(1, _BLOCK_BIAS_ELEMENTS // per_row))
+    hb = min(heads, max(1, _BLOCK_BIAS_ELEMENTS // (q_rows * per_row))) if rows == q_rows else 1
+    nb = min(n, max(1, _BLOCK_BIAS_ELEMENTS // (heads * q_rows * per_row))) if hb == heads else 1
+    out = q.new_empty(n, queries, heads, d)
+    buffer = q.new_empty(nb * hb * rows * per_row)
+    grid_q = q.reshape(n, heads, q_rows, w, d)
     for b0 in range(0, n, nb):
+        b1 = min(n, b0 + nb)
         for a0 in range(0, heads, hb):
-            qs = q[b0 : b0 + nb, a0 : a0 + hb]
-            ks, vs = k[b0 : b0 + nb, a0 : a0 + hb], v[b0 : b0 + nb, a0 : a0 + hb]
-            grid_q = qs.reshape(qs.shape[0], qs.shape[1], h, w, d)
-            for r0 in range(0, h, rows):
-                r1 = min(h, r0 + rows)
-                block = grid_q[:, :, r0:r1]
+            a1 = min(heads, a0 + hb)
+            ks, vs = k[b0:b1, a0:a1], v[b0:b1, a0:a1]
+            for r0 in range(0, q_rows, rows):
+                r1 = min(q_rows, r0 + rows)
+                block = grid_q[b0:b1, a0:a1, r0:r1]
                 bias_h = torch.einsum("nahwc,hkc->nahwk", block, table_h[r0:r1])
                 bias_w = torch.einsum("nahwc,wkc->nahwk", block, table_w)
-                bias = qs.new_empty(qs.shape[0], qs.shape[1], r1 - r0, w, h, w)
+                bias = buffer[: (b1 - b0) * (a1 - a0) * (r1 - r0) * per_row].view(b1 - b0, a1 - a0, r1 - r0, w, h, w)
                 torch.add(bias_h[..., :, None], bias_w[..., None, :], out=bias)
-                out[b0 : b0 + nb, a0 : a0 + hb, r0 * w : r1 * w] = F.scaled_dot_product_attention(
-                    qs[:, :, r0 * w : r1 * w], ks, vs, attn_mask=bias.view(qs.shape[0], qs.shape[1], -1, tokens))
+                part = F.scaled_dot_product_attention(q[b0:b1, a0:a1, r0 * w : r1 * w], ks, vs,
+                                                      attn_mask=bias.view(b1 - b0, a1 - a0, -1, tokens))
+                out[b0:b1, r0 * w : r1 * w, a0:a1] = part.transpose(1, 2)
     return out
 
 
@@ -162,6 +184,8 @@ class Block(nn.Module):
         self.window_size = window_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (torch.is_grad_enabled() or torch.jit.is_tracing()):
+            return self._forward_bands(x)
         # The projection runs on the real tokens only; window padding tokens are zeros after
         # the norm, so their projection is just the bias, which is what they are filled with.
         qkv = self.attn.qkv(self.norm1(x))
@@ -174,6 +198,40 @@ class Block(nn.Module):
         x = x + self.attn.proj(mixed)
         return x + self.mlp(self.norm2(x))
 
+    def _forward_bands(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference a band of token rows at a time (a row of windows, or about _BAND_TOKENS
+        queries of global attention), its attention then its MLP. A band's intermediates (qkv,
+        windows, the MLP's 4x wider features) take a few MB, reused from the allocator's heap
+        and mostly in the cache, where whole-grid ones (40-50 MB each for ViT-B) are fresh
+        pages faulted in at every block: ~600 k page faults and ~1 s of system time per ViT-B
+        image. Each token's arithmetic is the training path's."""
+        b, h, w, c = x.shape
+        attn, mlp = self.attn, self.mlp
+        weight, bias = attn.qkv.weight, attn.qkv.bias
+        if self.window_size > 0:
+            band = self.window_size
+        else:
+            band = max(1, _BAND_TOKENS // w)
+            normed = self.norm1(x)
+            kv = onednn.linear(normed, weight[c:], None if bias is None else bias[c:])
+            k, v = kv.view(b, h * w, 2, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        out = x.new_empty(x.shape)  # contiguous whatever x's layout
+        for r0 in range(0, h, band):
+            r1 = min(h, r0 + band)
+            xb = x[:, r0:r1]
+            if self.window_size > 0:
+                # padding tokens filled with the qkv bias, as in `forward`
+                windows, padded = _to_windows(onednn.linear(self.norm1(xb), weight, bias), band, bias)
+                mixed = _from_windows(attn.attend(windows), band, padded, (r1 - r0, w))
+            else:
+                q = onednn.linear(normed[:, r0:r1], weight[:c], None if bias is None else bias[:c])
+                mixed = attn.attend_rows(q, k, v, r0, h)
+            ob = out[:, r0:r1]
+            torch.add(xb, onednn.linear(mixed, attn.proj.weight, attn.proj.bias), out=ob)
+            hidden = onednn.linear(self.norm2(ob), mlp.lin1.weight, mlp.lin1.bias, gelu=True)
+            ob += onednn.linear(hidden, mlp.lin2.weight, mlp.lin2.bias)
+        return out
+
 
 class PatchEmbed(nn.Module):
     def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
@@ -181,7 +239,10 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).permute(0, 2, 3, 1)
+        # tokens contiguous (B, H, W, C): the permuted view would carry the convolution's
+        # channel-strided layout into every block (residual sums keep their input's layout),
+        # and every norm and linear would copy it first
+        return self.proj(x).permute(0, 2, 3, 1).contiguous()
 
 
 class ImageEncoderViT(nn.Module):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import onednn
 from .common import sam_neck
 
 
@@ -43,29 +44,13 @@ class ConvBN(nn.Sequential):
     def gelu(self, x: torch.Tensor) -> torch.Tensor:
         """GELU(self(x)); on a CPU at inference, as one oneDNN convolution with the GELU (erf)
         applied as it writes, instead of a second pass over the feature map."""
-        if not self.training and _fusable(x):
+        if not self.training and onednn.usable(x):
             conv = self.c
             try:
-                return _conv_gelu(x, *self.fused(), conv.padding, conv.stride, conv.groups)
+                return onednn.conv_gelu(x, *self.fused(), conv.padding, conv.stride, conv.groups)
             except (RuntimeError, AttributeError):
-                _FUSED["ok"] = False  # this build of torch lacks it: the plain path from now on
+                onednn.disable()
         return F.gelu(self(x))
-
-
-_FUSED = {"ok": True}
-
-
-def _conv_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding, stride, groups: int) -> torch.Tensor:
-    """GELU(conv2d(x)) as one oneDNN convolution (torch's internal op; see `_fusable`)."""
-    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, list(padding), list(stride), [1, 1], groups,
-                                                   "gelu", [None], "none")
-
-
-def _fusable(x: torch.Tensor) -> bool:
-    """Whether the fused convolution can take `x`: torch's oneDNN op, CPU, fp32, no autograd, not
-    being exported or traced (ONNX has no such op)."""
-    return (_FUSED["ok"] and x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
-            and not torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export())
 
 
 class Stem(nn.Module):
@@ -90,11 +75,11 @@ class MBConv(nn.Module):
         self.conv3 = ConvBN(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[2] > 2 * _BAND_ROWS and _fusable(x):
+        if x.shape[2] > 2 * _BAND_ROWS and onednn.usable(x):
             try:
                 return self._banded(x)
             except (RuntimeError, AttributeError):
-                _FUSED["ok"] = False
+                onednn.disable()
         return F.gelu(x + self.conv3(self.conv2.gelu(self.conv1.gelu(x))))
 
     def _banded(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,8 +94,8 @@ class MBConv(nn.Module):
         for r0 in range(0, h, _BAND_ROWS):
             r1 = min(h, r0 + _BAND_ROWS)
             a0, a1 = max(0, r0 - 1), min(h, r1 + 1)
-            y = _conv_gelu(x[:, :, a0:a1], w1, b1, (0, 0), (1, 1), 1)
-            y = _conv_gelu(y, w2, b2, (1, 1), (1, 1), groups)[:, :, r0 - a0 : r1 - a0]
+            y = onednn.conv_gelu(x[:, :, a0:a1], w1, b1, (0, 0), (1, 1), 1)
+            y = onednn.conv_gelu(y, w2, b2, (1, 1), (1, 1), groups)[:, :, r0 - a0 : r1 - a0]
             z = F.conv2d(y, w3, b3)
             z += x[:, :, r0:r1]
             out[:, :, r0:r1] = F.gelu(z)
@@ -183,14 +168,9 @@ class TinyMlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(x)
-        if not self.training and _fusable(x):  # fc1 and its GELU as one oneDNN op, as ConvBN.gelu
-            try:
-                hidden = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), self.fc1.weight, self.fc1.bias,
-                                                            "gelu", [None], "none")
-                return self.fc2(hidden.view(*x.shape[:-1], -1))
-            except (RuntimeError, AttributeError):
-                _FUSED["ok"] = False
-        return self.fc2(F.gelu(self.fc1(x)))
+        # at inference, fc1 and its GELU as one oneDNN op, as ConvBN.gelu
+        hidden = onednn.linear(x, self.fc1.weight, self.fc1.bias, gelu=True)
+        return onednn.linear(hidden, self.fc2.weight, self.fc2.bias)
 
 
 class TinyBlock(nn.Module):

@@ -203,8 +203,9 @@ class Block(nn.Module):
         queries of global attention), its attention then its MLP. A band's intermediates (qkv,
         windows, the MLP's 4x wider features) take a few MB, reused from the allocator's heap
         and mostly in the cache, where whole-grid ones (40-50 MB each for ViT-B) are fresh
-        pages faulted in at every block: ~600 k page faults and ~1 s of system time per ViT-B
-        image. Each token's arithmetic is the training path's."""
+        pages faulted in at every block (per ViT-B image ~600 k page faults and ~1 s of system
+        time, 250 k with promptseg's allocator settings). Each token's arithmetic is the
+        training path's; oneDNN's products round a little differently (~1e-6 relative)."""
         b, h, w, c = x.shape
         attn, mlp = self.attn, self.mlp
         weight, bias = attn.qkv.weight, attn.qkv.bias

@@ -150,11 +150,12 @@ class WindowAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
         # per head, its q, k and v lie side by side in qkv's output
-        q, k, v = self.qkv(self.norm(x)).view(b, n, self.heads, 3, self.head_dim).permute(3, 0, 2, 1, 4)
+        qkv = onednn.linear(self.norm(x), self.qkv.weight, self.qkv.bias)  # oneDNN's product at inference
+        q, k, v = qkv.view(b, n, self.heads, 3, self.head_dim).permute(3, 0, 2, 1, 4)
         index = relative_bias_index(self.window).to(self.attention_biases.device)
         bias = self.attention_biases[:, index]  # (heads, n, n)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0).to(q.dtype))
-        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+        return onednn.linear(out.transpose(1, 2).reshape(b, n, -1), self.proj.weight, self.proj.bias)
 
 
 class TinyMlp(nn.Module):

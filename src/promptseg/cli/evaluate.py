@@ -22,19 +22,25 @@ from .common import (
 
 def evaluate(
     data: list[Path] = typer.Argument(..., help="Datasets: images/+masks/ folders (or a folder of them), "
-                                      "SA-1B folders, COCO instances .json files."),
+                                      "SA-1B folders, COCO instances .json files; for --task edges, images/ with "
+                                      "boundaries_per_annotator/<stem>_<k>.png or BSDS500's groundTruth/*.mat."),
+    task: str = typer.Option("interactive", "--task", help="interactive (clicks, box, NoC) or edges (the SAM "
+                             "paper's zero-shot edge detection, scored as BSDS500: ODS, OIS, AP, R50)."),
     model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file to evaluate."),
     protocols: str = typer.Option("box,click,noc", "--protocols", help="Any of box, click, noc."),
-    baselines: str = typer.Option("grabcut,random-walker", "--baselines",
-                                  help="Classical baselines on the same instances: grabcut, random-walker, "
-                                  "grabcut-clicks (GrabCut seeded by the clicks alone, as --refine grabcut "
-                                  "without the model), or none."),
+    baselines: str | None = typer.Option(None, "--baselines",
+                                         help="Classical baselines on the same data. Interactive: grabcut, "
+                                         "random-walker (the default pair), grabcut-clicks (GrabCut seeded by the "
+                                         "clicks alone, as --refine grabcut without the model). Edges: canny, sobel "
+                                         "(both by default). Or none."),
+    thresholds: int = typer.Option(99, "--thresholds", min=1, max=999, help="Edges: thresholds the maps are cut at."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="At most this many instances per dataset."),
     every: int = typer.Option(1, "--every", min=1, help="Score every Nth instance (a uniform subset)."),
     per_image: int = typer.Option(5, "--per-image", min=1, help="SA-1B/COCO: masks scored per image."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the full report as JSON."),
-    pictures: Path | None = typer.Option(None, "--pictures", help="Draw examples (prompts, masks) into this PNG."),
+    pictures: Path | None = typer.Option(None, "--pictures", help="Draw examples (prompts, masks) into this PNG; "
+                                         "for edges, the precision-recall curves."),
     examples: int = typer.Option(2, "--examples", min=0, help="Examples per dataset in the picture."),
     refine: str | None = typer.Option(None, "--refine", help=REFINE_HELP + " Scored as its own row, beside the model alone."),
     flip: bool = typer.Option(False, "--flip", help=FLIP_HELP + " The model's rows are then named '... flip'."),
@@ -43,7 +49,14 @@ def evaluate(
     threads: int | None = threads_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Score a model with the field's protocols (1-click, box, NoC@85/90) beside classical baselines."""
+    """Score a model with the field's protocols (1-click, box, NoC@85/90), or on the SAM paper's zero-shot
+    edge task, beside classical baselines."""
+    if task not in ("interactive", "edges"):
+        with user_errors():
+            raise UserError(f"--task {task!r}: use interactive or edges")
+    if task == "edges":
+        return _evaluate_edges(data, model, checkpoint, baselines, thresholds, limit, every, output, pictures,
+                               backend, onnx_dir, threads, quiet)
     from ..eval.datasets import load_dataset
     from ..eval.methods import GrabCutClicksMethod, GrabCutMethod, RandomWalkerMethod, SamMethod
     from ..eval.run import draw_examples, evaluate, table
@@ -55,7 +68,7 @@ def evaluate(
         chosen = {p.strip() for p in protocols.split(",") if p.strip()}
         if not chosen or chosen - {"box", "click", "noc"}:
             raise UserError(f"--protocols {protocols!r}: use any of box, click, noc")
-        names = {b.strip() for b in baselines.split(",") if b.strip()} - {"none"}
+        names = {b.strip() for b in (baselines or "grabcut,random-walker").split(",") if b.strip()} - {"none"}
         if names - {"grabcut", "random-walker", "grabcut-clicks"}:
             raise UserError(f"--baselines {baselines!r}: use grabcut, random-walker, grabcut-clicks or none")
         refine = check_refine(refine)
@@ -96,6 +109,47 @@ def evaluate(
         write_json(report, output)
     if pictures is not None and shown:
         draw_examples(shown, methods, pictures)
+    for e in errors:
+        typer.echo(f"skipped {e}", err=True)
+    if errors:
+        raise typer.Exit(1)
+
+
+def _evaluate_edges(data, model, checkpoint, baselines, levels, limit, every, output, pictures, backend, onnx_dir,
+                    threads, quiet) -> None:
+    from ..eval.edge_task import draw_precision_recall, edge_methods, edge_table, evaluate_edges, load_boundary_dataset
+    from ..predict import load_predictor
+    from ..progress import progress, status
+
+    with user_errors():
+        set_threads(threads)
+        names = [b.strip() for b in (baselines or "canny,sobel").split(",") if b.strip() and b.strip() != "none"]
+        if set(names) - {"canny", "sobel"}:
+            raise UserError(f"--baselines {baselines!r}: for edges use canny, sobel or none")
+        check_backend(backend)
+        if len(data) != 1:
+            raise UserError("--task edges scores one dataset at a time")
+        images = load_boundary_dataset(data[0])[::every]
+        if limit:
+            images = images[:limit]
+        with status("loading model", quiet):
+            predictor = load_predictor(model, checkpoint=checkpoint, backend=backend, onnx_dir=onnx_dir)
+        name = f"promptseg {predictor.model_type}" + ("" if backend == "torch" else f" {backend}")
+        methods = edge_methods(predictor, tuple(names), name=name)
+    errors: list[str] = []
+    with progress(len(images), "edges", quiet) as advance:
+        report = evaluate_edges(images, methods, levels, advance, errors)
+    source = str(onnx_dir or checkpoint or "") or ("bundled" if model in (None, "tiny") else "cached official weights")
+    report["dataset"] = str(data[0])
+    report["model"] = {"type": predictor.model_type, "checkpoint": source, "backend": backend}
+    report["errors"] = errors
+    typer.echo(edge_table(report))
+    if output is not None:
+        from ..io import write_json
+
+        write_json(report, output)
+    if pictures is not None and report["images"]:
+        draw_precision_recall(report, pictures)
     for e in errors:
         typer.echo(f"skipped {e}", err=True)
     if errors:

@@ -15,7 +15,8 @@ from .protocols import Instance
 IGNORE_VALUE = 128  # GrabCut's unlabelled boundary band
 
 
-def _find_image(folder: Path, stem: str) -> Path | None:
+def find_image(folder: Path, stem: str) -> Path | None:
+    """The image `<stem>.<suffix>` in `folder` for any suffix promptseg reads, or None."""
     for suffix in IMAGE_SUFFIXES:
         for s in (suffix, suffix.upper()):
             p = folder / f"{stem}{s}"
@@ -32,7 +33,7 @@ def read_mask_folder(root: Path, limit: int | None = None) -> list[Instance]:
     """images/<stem>.* with masks/<stem>.png: 255 (or any value > 128) object, 128 ignored, 0 background."""
     out = []
     for mask_path in sorted((root / "masks").glob("*.png")):
-        image = _find_image(root / "images", mask_path.stem)
+        image = find_image(root / "images", mask_path.stem)
         if image is None:
             continue
         m = np.asarray(Image.open(mask_path).convert("L"))

@@ -1,0 +1,127 @@
+"""The zero-shot edge task end to end: boundary datasets (per-annotator PNGs and BSDS .mat files),
+the runner, and `promptseg eval --task edges` on real image files."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import run
+from promptseg.eval.edge_task import QUOTED, edge_table, evaluate_edges, load_boundary_dataset
+from promptseg.train.synth import SceneGenerator
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """A mask's outline, one pixel wide (thinned as human boundaries in BSDS are)."""
+    from skimage.morphology import thin
+
+    return thin(mask & ~cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool))
+
+
+def _outline_all(masks) -> np.ndarray:
+    from skimage.morphology import thin
+
+    return thin(np.any([_outline(m) for m in masks], axis=0))
+
+
+def boundary_folder(root, n=2, mat=False):
+    """Synthetic scenes as a BSDS-style boundary dataset: annotator 0 outlines every object,
+    annotator 1 only the largest (annotators disagree, as people do)."""
+    (root / "images").mkdir(parents=True)
+    gen = SceneGenerator(5)
+    for i in range(n):
+        img, masks, kinds = gen.scene(i)
+        objs = [m for m, k in zip(masks, kinds) if k == "object"]
+        every = _outline_all(objs)
+        largest = _outline(max(objs, key=lambda a: a.sum()))
+        Image.fromarray(img).save(root / "images" / f"{100 + i}.jpg", quality=95)
+        if mat:
+            from scipy.io import savemat
+
+            (root / "groundTruth").mkdir(exist_ok=True)
+            cells = np.empty(2, dtype=object)
+            cells[0] = {"Boundaries": every.astype(np.uint8), "Segmentation": np.ones(every.shape, np.uint16)}
+            cells[1] = {"Boundaries": largest.astype(np.uint8), "Segmentation": np.ones(every.shape, np.uint16)}
+            savemat(root / "groundTruth" / f"{100 + i}.mat", {"groundTruth": cells})
+        else:
+            (root / "boundaries_per_annotator").mkdir(exist_ok=True)
+            for k, b in enumerate((every, largest)):
+                Image.fromarray(np.where(b, 255, 0).astype(np.uint8)).save(
+                    root / "boundaries_per_annotator" / f"{100 + i}_{k}.png")
+    return root
+
+
+@pytest.mark.parametrize("mat", [False, True])
+def test_boundary_datasets_load_every_annotator(tmp_path, mat):
+    data = boundary_folder(tmp_path / "bsds", mat=mat)
+    images = load_boundary_dataset(data)
+    assert [i.stem for i in images] == ["100", "101"]
+    gts = images[0].boundaries()
+    assert len(gts) == 2 and gts[0].dtype == bool and gts[0].sum() > gts[1].sum() > 50
+    assert gts[0].shape == np.asarray(Image.open(images[0].image_path)).shape[:2]
+
+
+def test_boundary_dataset_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_boundary_dataset(tmp_path / "none")
+    (tmp_path / "images").mkdir()
+    with pytest.raises(ValueError, match="not a boundary dataset"):
+        load_boundary_dataset(tmp_path)
+    (tmp_path / "groundTruth").mkdir()
+    (tmp_path / "groundTruth" / "1.mat").write_bytes(b"not a mat file")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "1.png")
+    [item] = load_boundary_dataset(tmp_path)
+    with pytest.raises(ValueError, match="groundTruth"):
+        item.boundaries()
+
+
+def test_a_method_that_draws_the_annotated_boundaries_scores_one(tmp_path):
+    data = boundary_folder(tmp_path / "bsds")
+    images = load_boundary_dataset(data)
+    for item in images:
+        every = item.boundaries()[0]  # annotator 0's outlines hold annotator 1's
+        report = evaluate_edges([item], [("perfect", lambda image, m=every: m.astype(np.float32))], levels=9)
+        scores = report["methods"]["perfect"]
+        assert scores["ODS"] > 0.99 and scores["OIS"] > 0.99 and min(scores["curve"]["precision"]) > 0.99
+        # and a map that misses the largest object's outline loses recall on both annotators
+        missing = every & ~item.boundaries()[1]
+        report = evaluate_edges([item], [("partial", lambda image, m=missing: m.astype(np.float32))], levels=9)
+        assert report["methods"]["partial"]["ODS"] < 0.9
+
+
+def test_eval_edges_cli_end_to_end(tmp_path):
+    data = boundary_folder(tmp_path / "bsds", n=3)
+    (data / "images" / "101.jpg").write_bytes(b"not an image")  # skipped and reported, the rest scored
+    out = run("eval", "--task", "edges", data, "--thresholds", "19", "-o", tmp_path / "r.json",
+              "--pictures", tmp_path / "pr.png", "--quiet")
+    assert out.returncode == 1, out.stderr
+    assert "skipped" in out.stderr and "101.jpg" in out.stderr and "Traceback" not in out.stderr
+    for row in ("promptseg tiny", "Canny", "Sobel", *QUOTED):
+        assert row in out.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["images"] == 2 and report["thresholds"] == 19 and len(report["errors"]) == 1
+    for name in ("promptseg tiny", "Canny", "Sobel"):
+        m = report["methods"][name]
+        assert 0.05 < m["ODS"] <= 1 and 0 <= m["AP"] <= 1 and len(m["curve"]["recall"]) == 19
+        assert [p["image"] for p in m["per_image"]] == ["100", "102"]
+    # clean synthetic outlines: gradients find most of them
+    assert report["methods"]["Sobel"]["R50"] > 0.3
+    pic = Image.open(tmp_path / "pr.png")
+    assert pic.width > 300 and pic.height > 300
+    assert "SAM ViT-H (quoted)" in edge_table(report)
+
+
+def test_eval_edges_cli_errors(tmp_path):
+    data = boundary_folder(tmp_path / "bsds", n=1)
+    out = run("eval", "--task", "edge", data)
+    assert out.returncode == 1 and "--task" in out.stderr and "Traceback" not in out.stderr
+    out = run("eval", "--task", "edges", data, "--baselines", "grabcut")
+    assert out.returncode == 1 and "canny, sobel" in out.stderr
+    out = run("eval", "--task", "edges", tmp_path / "nothing")
+    assert out.returncode == 1 and "does not exist" in out.stderr and "Traceback" not in out.stderr
+    out = run("eval", "--task", "edges", tmp_path)
+    assert out.returncode == 1 and "not a boundary dataset" in out.stderr

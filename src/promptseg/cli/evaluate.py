@@ -24,8 +24,9 @@ def evaluate(
     data: list[Path] = typer.Argument(..., help="Datasets: images/+masks/ folders (or a folder of them), "
                                       "SA-1B folders, COCO instances .json files; for --task edges, images/ with "
                                       "boundaries_per_annotator/<stem>_<k>.png or BSDS500's groundTruth/*.mat."),
-    task: str = typer.Option("interactive", "--task", help="interactive (clicks, box, NoC) or edges (the SAM "
-                             "paper's zero-shot edge detection, scored as BSDS500: ODS, OIS, AP, R50)."),
+    task: str = typer.Option("interactive", "--task", help="interactive (clicks, box, NoC); or one of the SAM paper's "
+                             "zero-shot tasks: edges (BSDS500's ODS, OIS, AP, R50), proposals (mask AR@10/100/1000), "
+                             "instances (COCO mask AP from box prompts)."),
     model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Weights file to evaluate."),
     protocols: str = typer.Option("box,click,noc", "--protocols", help="Any of box, click, noc."),
@@ -35,6 +36,11 @@ def evaluate(
                                          "clicks alone, as --refine grabcut without the model). Edges: canny, sobel "
                                          "(both by default). Or none."),
     thresholds: int = typer.Option(99, "--thresholds", min=1, max=999, help="Edges: thresholds the maps are cut at."),
+    points_per_side: int = typer.Option(64, "--points-per-side", min=1, max=128,
+                                        help="Proposals: the grid of clicks (the paper's 64 x 64)."),
+    boxes: Path | None = typer.Option(None, "--boxes", help="Instances: a detector's boxes in COCO results format "
+                                      "(image_id, category_id, bbox, score); without it, the annotated boxes "
+                                      "(an oracle row)."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="At most this many instances per dataset."),
     every: int = typer.Option(1, "--every", min=1, help="Score every Nth instance (a uniform subset)."),
     per_image: int = typer.Option(5, "--per-image", min=1, help="SA-1B/COCO: masks scored per image."),
@@ -51,12 +57,15 @@ def evaluate(
 ) -> None:
     """Score a model with the field's protocols (1-click, box, NoC@85/90), or on the SAM paper's zero-shot
     edge task, beside classical baselines."""
-    if task not in ("interactive", "edges"):
+    if task not in ("interactive", "edges", "proposals", "instances"):
         with user_errors():
-            raise UserError(f"--task {task!r}: use interactive or edges")
+            raise UserError(f"--task {task!r}: use interactive, edges, proposals or instances")
     if task == "edges":
         return _evaluate_edges(data, model, checkpoint, baselines, thresholds, limit, every, output, pictures,
                                backend, onnx_dir, threads, quiet)
+    if task in ("proposals", "instances"):
+        return _evaluate_objects(task, data, model, checkpoint, points_per_side, boxes, limit, every, output, backend,
+                                 onnx_dir, threads, quiet)
     from ..eval.datasets import load_dataset
     from ..eval.methods import GrabCutClicksMethod, GrabCutMethod, RandomWalkerMethod, SamMethod
     from ..eval.run import draw_examples, evaluate, table
@@ -150,6 +159,45 @@ def _evaluate_edges(data, model, checkpoint, baselines, levels, limit, every, ou
         write_json(report, output)
     if pictures is not None and report["images"]:
         draw_precision_recall(report, pictures)
+    for e in errors:
+        typer.echo(f"skipped {e}", err=True)
+    if errors:
+        raise typer.Exit(1)
+
+
+def _evaluate_objects(task, data, model, checkpoint, points_per_side, boxes, limit, every, output, backend, onnx_dir,
+                      threads, quiet) -> None:
+    from ..eval.objects import evaluate_objects, load_object_dataset, object_table, read_detections
+    from ..predict import load_predictor
+    from ..progress import progress, status
+
+    with user_errors():
+        set_threads(threads)
+        check_backend(backend)
+        if len(data) != 1:
+            raise UserError(f"--task {task} scores one dataset at a time")
+        if boxes is not None and task != "instances":
+            raise UserError("--boxes is for --task instances")
+        name, images, categories = load_object_dataset(data[0])
+        images = images[::every]
+        if limit:
+            images = images[:limit]
+        detections = read_detections(boxes, images, categories) if boxes is not None else None
+        with status("loading model", quiet):
+            predictor = load_predictor(model, checkpoint=checkpoint, backend=backend, onnx_dir=onnx_dir)
+    label = f"promptseg {predictor.model_type}" + ("" if backend == "torch" else f" {backend}")
+    errors: list[str] = []
+    with progress(len(images), task, quiet) as advance:
+        report = evaluate_objects(images, categories, predictor, task, detections, points_per_side, advance, errors)
+    source = str(onnx_dir or checkpoint or "") or ("bundled" if model in (None, "tiny") else "cached official weights")
+    report["dataset"] = str(data[0])
+    report["model"] = {"type": predictor.model_type, "checkpoint": source, "backend": backend}
+    report["errors"] = errors
+    typer.echo(object_table(report, label))
+    if output is not None:
+        from ..io import write_json
+
+        write_json(report, output)
     for e in errors:
         typer.echo(f"skipped {e}", err=True)
     if errors:

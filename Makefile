@@ -9,11 +9,13 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test test-fast docs bench serve browser web-runtime
 
 # sam2 (a test-only reference) is built from source against the venv's torch, without its CUDA
-# extension; build isolation would fetch another torch.
+# extension; build isolation would fetch another torch. pyEdgeEval (test-only too) builds with the
+# pinned Cython.
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements.txt
 	SAM2_BUILD_CUDA=0 $(BIN)/pip install -q --no-build-isolation sam2==1.1.0
+	$(BIN)/pip install -q --no-build-isolation pyEdgeEval==0.2.8
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 

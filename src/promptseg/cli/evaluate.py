@@ -105,24 +105,33 @@ def evaluate(
     total = sum(len(i) for _, i in datasets)
     with progress(total, "evaluating", quiet) as advance:
         report, shown = evaluate(datasets, methods, chosen, advance, keep=examples if pictures else 0, errors=errors)
-    source = str(onnx_dir or checkpoint or "") or ("bundled" if model in (None, "tiny") else "cached official weights")
-    report["model"] = {"type": model_type, "checkpoint": source, "backend": backend}
+    report["model"] = _model_record(model, checkpoint, onnx_dir, backend, model_type)
     report["protocols"] = sorted(chosen)
     report["refine"] = refine
     report["flip"] = flip
+    _finish(report, table(report), output, errors,
+            (lambda: draw_examples(shown, methods, pictures)) if pictures is not None and shown else None)
+
+
+def _model_record(model, checkpoint, onnx_dir, backend, model_type) -> dict:
+    source = str(onnx_dir or checkpoint or "") or ("bundled" if model in (None, "tiny") else "cached official weights")
+    return {"type": model_type, "checkpoint": source, "backend": backend}
+
+
+def _finish(report: dict, text: str, output, errors: list[str], draw=None) -> None:
+    """Prints the table, writes the report and any picture, lists what was skipped (exit 1 then)."""
     report["errors"] = errors
-    typer.echo(table(report))
+    typer.echo(text)
     if output is not None:
         from ..io import write_json
 
         write_json(report, output)
-    if pictures is not None and shown:
-        draw_examples(shown, methods, pictures)
+    if draw is not None:
+        draw()
     for e in errors:
         typer.echo(f"skipped {e}", err=True)
     if errors:
         raise typer.Exit(1)
-
 
 def _evaluate_edges(data, model, checkpoint, baselines, levels, limit, every, output, pictures, backend, onnx_dir,
                     threads, quiet) -> None:
@@ -148,22 +157,10 @@ def _evaluate_edges(data, model, checkpoint, baselines, levels, limit, every, ou
     errors: list[str] = []
     with progress(len(images), "edges", quiet) as advance:
         report = evaluate_edges(images, methods, levels, advance, errors)
-    source = str(onnx_dir or checkpoint or "") or ("bundled" if model in (None, "tiny") else "cached official weights")
     report["dataset"] = str(data[0])
-    report["model"] = {"type": predictor.model_type, "checkpoint": source, "backend": backend}
-    report["errors"] = errors
-    typer.echo(edge_table(report))
-    if output is not None:
-        from ..io import write_json
-
-        write_json(report, output)
-    if pictures is not None and report["images"]:
-        draw_precision_recall(report, pictures)
-    for e in errors:
-        typer.echo(f"skipped {e}", err=True)
-    if errors:
-        raise typer.Exit(1)
-
+    report["model"] = _model_record(model, checkpoint, onnx_dir, backend, predictor.model_type)
+    _finish(report, edge_table(report), output, errors,
+            (lambda: draw_precision_recall(report, pictures)) if pictures is not None and report["images"] else None)
 
 def _evaluate_objects(task, data, model, checkpoint, points_per_side, boxes, limit, every, output, backend, onnx_dir,
                       threads, quiet) -> None:
@@ -189,16 +186,6 @@ def _evaluate_objects(task, data, model, checkpoint, points_per_side, boxes, lim
     errors: list[str] = []
     with progress(len(images), task, quiet) as advance:
         report = evaluate_objects(images, categories, predictor, task, detections, points_per_side, advance, errors)
-    source = str(onnx_dir or checkpoint or "") or ("bundled" if model in (None, "tiny") else "cached official weights")
     report["dataset"] = str(data[0])
-    report["model"] = {"type": predictor.model_type, "checkpoint": source, "backend": backend}
-    report["errors"] = errors
-    typer.echo(object_table(report, label))
-    if output is not None:
-        from ..io import write_json
-
-        write_json(report, output)
-    for e in errors:
-        typer.echo(f"skipped {e}", err=True)
-    if errors:
-        raise typer.Exit(1)
+    report["model"] = _model_record(model, checkpoint, onnx_dir, backend, predictor.model_type)
+    _finish(report, object_table(report, label), output, errors)

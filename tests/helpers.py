@@ -179,3 +179,88 @@ def assert_records_match(ref_records, our_records, stability_thresh: float | Non
         assert o["crop_box"] == pytest.approx(r["crop_box"])
         assert np.abs(np.array(o["bbox"]) - np.array(r["bbox"])).max() <= 1
         assert abs(o["area"] - r["area"]) <= max(2, 0.005 * r["area"])
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """A mask's outline, one pixel wide (thinned as human boundaries in BSDS are)."""
+    import cv2
+    from skimage.morphology import thin
+
+    return thin(mask & ~cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool))
+
+
+def _outline_all(masks) -> np.ndarray:
+    from skimage.morphology import thin
+
+    return thin(np.any([_outline(m) for m in masks], axis=0))
+
+
+def boundary_folder(root, n=2, mat=False):
+    """Synthetic scenes as a BSDS-style boundary dataset: annotator 0 outlines every object,
+    annotator 1 only the largest (annotators disagree, as people do)."""
+    from promptseg.train.synth import SceneGenerator
+
+    (root / "images").mkdir(parents=True)
+    gen = SceneGenerator(5)
+    for i in range(n):
+        img, masks, kinds = gen.scene(i)
+        objs = [m for m, k in zip(masks, kinds) if k == "object"]
+        every = _outline_all(objs)
+        largest = _outline(max(objs, key=lambda a: a.sum()))
+        Image.fromarray(img).save(root / "images" / f"{100 + i}.jpg", quality=95)
+        if mat:
+            from scipy.io import savemat
+
+            (root / "groundTruth").mkdir(exist_ok=True)
+            cells = np.empty(2, dtype=object)
+            cells[0] = {"Boundaries": every.astype(np.uint8), "Segmentation": np.ones(every.shape, np.uint16)}
+            cells[1] = {"Boundaries": largest.astype(np.uint8), "Segmentation": np.ones(every.shape, np.uint16)}
+            savemat(root / "groundTruth" / f"{100 + i}.mat", {"groundTruth": cells})
+        else:
+            (root / "boundaries_per_annotator").mkdir(exist_ok=True)
+            for k, b in enumerate((every, largest)):
+                Image.fromarray(np.where(b, 255, 0).astype(np.uint8)).save(
+                    root / "boundaries_per_annotator" / f"{100 + i}_{k}.png")
+    return root
+
+
+def _scenes(n):
+    from promptseg.train.synth import SceneGenerator
+
+    gen = SceneGenerator(11)
+    for i in range(n):
+        img, masks, kinds = gen.scene(i)
+        yield i, img, [m for m, k in zip(masks, kinds) if k == "object" and m.sum() > 200][:3]
+
+
+def object_folder(root, n=2):
+    """images/ + masks/ with one object per stem, each photo repeated under its objects' stems."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i, img, objs in _scenes(n):
+        data = None
+        for k, m in enumerate(objs):
+            Image.fromarray(img).save(root / "images" / f"s{i}_{k}.jpg", quality=95)
+            if data is None:
+                data = (root / "images" / f"s{i}_{k}.jpg").read_bytes()
+            (root / "images" / f"s{i}_{k}.jpg").write_bytes(data)  # byte-identical copies, as in COCO MVal
+            Image.fromarray(np.where(m, 255, 0).astype(np.uint8)).save(root / "masks" / f"s{i}_{k}.png")
+    return root
+
+
+def coco_file(root, n=2):
+    """A COCO instances file over scene photos in `images/` beside it, two categories."""
+    import json
+
+    from promptseg.eval.objects import encode_mask
+    (root / "images").mkdir(parents=True)
+    doc = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "disc"}, {"id": 7, "name": "blob"}]}
+    for i, img, objs in _scenes(n):
+        Image.fromarray(img).save(root / "images" / f"{i}.png")
+        doc["images"].append({"id": 100 + i, "file_name": f"{i}.png", "height": img.shape[0], "width": img.shape[1]})
+        for k, m in enumerate(objs):
+            doc["annotations"].append({"id": len(doc["annotations"]) + 1, "image_id": 100 + i, "iscrowd": 0,
+                                       "category_id": 1 if k % 2 == 0 else 7, "segmentation": encode_mask(m),
+                                       "area": float(m.sum()), "bbox": [0, 0, 1, 1]})
+    (root / "instances.json").write_text(json.dumps(doc))
+    return root / "instances.json", doc

@@ -5,54 +5,12 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import run
+from helpers import boundary_folder, coco_file, run
 from promptseg.eval.edge_task import QUOTED, edge_table, evaluate_edges, load_boundary_dataset
-from promptseg.train.synth import SceneGenerator
-
-
-def _outline(mask: np.ndarray) -> np.ndarray:
-    """A mask's outline, one pixel wide (thinned as human boundaries in BSDS are)."""
-    from skimage.morphology import thin
-
-    return thin(mask & ~cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool))
-
-
-def _outline_all(masks) -> np.ndarray:
-    from skimage.morphology import thin
-
-    return thin(np.any([_outline(m) for m in masks], axis=0))
-
-
-def boundary_folder(root, n=2, mat=False):
-    """Synthetic scenes as a BSDS-style boundary dataset: annotator 0 outlines every object,
-    annotator 1 only the largest (annotators disagree, as people do)."""
-    (root / "images").mkdir(parents=True)
-    gen = SceneGenerator(5)
-    for i in range(n):
-        img, masks, kinds = gen.scene(i)
-        objs = [m for m, k in zip(masks, kinds) if k == "object"]
-        every = _outline_all(objs)
-        largest = _outline(max(objs, key=lambda a: a.sum()))
-        Image.fromarray(img).save(root / "images" / f"{100 + i}.jpg", quality=95)
-        if mat:
-            from scipy.io import savemat
-
-            (root / "groundTruth").mkdir(exist_ok=True)
-            cells = np.empty(2, dtype=object)
-            cells[0] = {"Boundaries": every.astype(np.uint8), "Segmentation": np.ones(every.shape, np.uint16)}
-            cells[1] = {"Boundaries": largest.astype(np.uint8), "Segmentation": np.ones(every.shape, np.uint16)}
-            savemat(root / "groundTruth" / f"{100 + i}.mat", {"groundTruth": cells})
-        else:
-            (root / "boundaries_per_annotator").mkdir(exist_ok=True)
-            for k, b in enumerate((every, largest)):
-                Image.fromarray(np.where(b, 255, 0).astype(np.uint8)).save(
-                    root / "boundaries_per_annotator" / f"{100 + i}_{k}.png")
-    return root
 
 
 @pytest.mark.parametrize("mat", [False, True])
@@ -153,3 +111,20 @@ def test_scores_agree_with_the_bsds_benchmarks_own_matcher_on_a_real_photo():
     a, b = edge_scores([ours], levels), edge_scores([theirs], levels)
     for m in ("ods", "ois", "ap", "r50"):
         assert abs(getattr(a, m) - getattr(b, m)) <= 0.005, (m, getattr(a, m), getattr(b, m))
+
+
+def test_every_zero_shot_task_runs_another_model_family(tmp_path, sam2_t_checkpoint):
+    """A SAM 2.1 checkpoint (random weights, Meta's file layout) through the three tasks."""
+    path = sam2_t_checkpoint[1]
+    edges = boundary_folder(tmp_path / "bsds", n=1)
+    out = run("eval", "--task", "edges", edges, "--checkpoint", path, "--thresholds", "9", "--baselines", "none",
+              "-o", tmp_path / "e.json", "--quiet")
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert list(report["methods"]) == ["promptseg sam2.1_hiera_t"] and report["images"] == 1
+    coco, _ = coco_file(tmp_path / "coco", n=1)
+    for task, extra in (("instances", ()), ("proposals", ("--points-per-side", "4"))):
+        out = run("eval", "--task", task, coco, "--checkpoint", path, *extra, "-o", tmp_path / f"{task}.json", "--quiet")
+        assert out.returncode == 0, out.stderr
+        report = json.loads((tmp_path / f"{task}.json").read_text())
+        assert report["model"]["type"] == "sam2.1_hiera_t" and report["images"] == 1 and "scores" in report

@@ -6,49 +6,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from helpers import run
-from promptseg.eval.objects import _encode, load_object_dataset
-from promptseg.train.synth import SceneGenerator
-
-
-def _scenes(n):
-    gen = SceneGenerator(11)
-    for i in range(n):
-        img, masks, kinds = gen.scene(i)
-        yield i, img, [m for m, k in zip(masks, kinds) if k == "object" and m.sum() > 200][:3]
-
-
-def object_folder(root, n=2):
-    """images/ + masks/ with one object per stem, each photo repeated under its objects' stems."""
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for i, img, objs in _scenes(n):
-        data = None
-        for k, m in enumerate(objs):
-            Image.fromarray(img).save(root / "images" / f"s{i}_{k}.jpg", quality=95)
-            if data is None:
-                data = (root / "images" / f"s{i}_{k}.jpg").read_bytes()
-            (root / "images" / f"s{i}_{k}.jpg").write_bytes(data)  # byte-identical copies, as in COCO MVal
-            Image.fromarray(np.where(m, 255, 0).astype(np.uint8)).save(root / "masks" / f"s{i}_{k}.png")
-    return root
-
-
-def coco_file(root, n=2):
-    (root / "images").mkdir(parents=True)
-    doc = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "disc"}, {"id": 7, "name": "blob"}]}
-    for i, img, objs in _scenes(n):
-        Image.fromarray(img).save(root / "images" / f"{i}.png")
-        doc["images"].append({"id": 100 + i, "file_name": f"{i}.png", "height": img.shape[0], "width": img.shape[1]})
-        for k, m in enumerate(objs):
-            doc["annotations"].append({"id": len(doc["annotations"]) + 1, "image_id": 100 + i, "iscrowd": 0,
-                                       "category_id": 1 if k % 2 == 0 else 7, "segmentation": _encode(m),
-                                       "area": float(m.sum()), "bbox": [0, 0, 1, 1]})
-    (root / "instances.json").write_text(json.dumps(doc))
-    return root / "instances.json", doc
+from helpers import coco_file, object_folder, run
+from promptseg.eval.objects import load_object_dataset
 
 
 def test_object_datasets_group_a_photos_objects(tmp_path):

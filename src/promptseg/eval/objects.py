@@ -53,14 +53,16 @@ def _quiet(fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
-def _annotation(rle: dict, category: int = 1) -> dict:
+def object_annotation(rle: dict, category: int = 1) -> dict:
+    """A COCO annotation (segmentation, area, bbox, category_id, iscrowd 0) of a compressed RLE."""
     from pycocotools import mask as mask_utils
 
     return {"segmentation": rle, "area": float(mask_utils.area(rle)), "bbox": mask_utils.toBbox(rle).tolist(),
             "category_id": int(category), "iscrowd": 0}
 
 
-def _encode(mask: np.ndarray) -> dict:
+def encode_mask(mask: np.ndarray) -> dict:
+    """A bool (H, W) mask as COCO compressed RLE with a str `counts` (JSON-ready)."""
     from pycocotools import mask as mask_utils
 
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
@@ -95,7 +97,7 @@ def load_object_dataset(path: str | Path) -> tuple[str, list[ObjectImage], dict[
             item = by_content.setdefault(digest, ObjectImage(mask_path.stem, image, *m.shape))
             if m.shape != (item.height, item.width):
                 raise ValueError(f"{mask_path}: mask size {m.shape} differs from the photo's other masks")
-            item.objects.append(_annotation(_encode(m)))
+            item.objects.append(object_annotation(encode_mask(m)))
         if not by_content:
             raise ValueError(f"{path} has no photo with a mask")
         return path.name, list(by_content.values()), {1: "object"}
@@ -106,7 +108,7 @@ def load_object_dataset(path: str | Path) -> tuple[str, list[ObjectImage], dict[
         for entry in read_sa1b(path):
             h, w = entry.rles[0]["size"]
             out.append(ObjectImage(Path(entry.image_path).stem, Path(entry.image_path), h, w,
-                                   [_annotation(r) for r in entry.rles]))
+                                   [object_annotation(r) for r in entry.rles]))
         if not out:
             raise ValueError(f"{path} has no SA-1B record")
         return path.name, out, {1: "object"}
@@ -134,7 +136,7 @@ def _load_coco(path: Path) -> tuple[str, list[ObjectImage], dict[int, str]]:
             rle = coco.annToRLE(a)
             if isinstance(rle.get("counts"), bytes):
                 rle["counts"] = rle["counts"].decode("ascii")
-            objects.append(_annotation(rle, a["category_id"]))
+            objects.append(object_annotation(rle, a["category_id"]))
         out.append(ObjectImage(str(image_id), image, int(info["height"]), int(info["width"]), objects))
     if not out:
         raise ValueError(f"{path} holds no annotated photo found in {folders[0]} or {folders[1]}")
@@ -207,7 +209,7 @@ def box_masks(predictor, image: np.ndarray, boxes: np.ndarray) -> list[dict]:
     _, _, low = predictor.predict(box=boxes, multimask_output=False)
     masks, _, _ = predictor.predict(box=boxes, mask_input=np.asarray(low), multimask_output=False)
     masks = np.asarray(masks).reshape(len(boxes), -1, *np.shape(masks)[-2:])[:, 0]  # one box comes back unbatched
-    return [{"segmentation": _encode(m)} for m in masks]
+    return [{"segmentation": encode_mask(m)} for m in masks]
 
 
 def read_detections(path: str | Path, images: list[ObjectImage], categories: dict[int, str]) -> dict[str, list[dict]]:

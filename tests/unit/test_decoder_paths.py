@@ -136,3 +136,38 @@ def _state_and_grid(model, photo):
     pred.set_image(photo)
     h, w = photo.shape[:2]
     return pred.image_state, point_grid(6) * np.array([w, h])
+
+
+def _plain_attention(attn, q, k, v):
+    """SAM's attention written out: project, split heads, softmax, merge, project."""
+    b = max(q.shape[0], k.shape[0])
+    qh = attn.split_heads(attn.q_proj(q).expand(b, -1, -1))
+    kh = attn.split_heads(attn.k_proj(k).expand(b, -1, -1))
+    vh = attn.split_heads(attn.v_proj(v).expand(b, -1, -1))
+    probs = torch.softmax(qh @ kh.transpose(-1, -2) / qh.shape[-1] ** 0.5, dim=-1)
+    out = (probs @ vh).transpose(1, 2).reshape(b, q.shape[1], attn.internal_dim)
+    return attn.out_proj(out)
+
+
+@pytest.mark.parametrize("batch, shared", [(1, False), (3, False), (3, True)])
+def test_attention_shortcuts_give_plain_attention(batch, shared):
+    """Few keys (image tokens attending to 7 prompt tokens, the query projection folded into
+    the keys) and few queries (7 tokens attending to 4096 image tokens, the key and value
+    projections carried to the other side), with and without a residual, shared image tokens
+    and autograd: the plain computation's answer and gradients."""
+    from promptseg.model.transformer import DecoderAttention
+
+    torch.manual_seed(0)
+    attn = DecoderAttention(256, 8, downsample_rate=2)
+    image = torch.randn(1 if shared else batch, 4096, 256, requires_grad=True)
+    tokens = torch.randn(batch, 7, 256, requires_grad=True)
+    residual = torch.randn(1 if shared else batch, 4096, 256)
+    for q, kv, res in ((image, tokens, residual), (image, tokens, None), (tokens, image, None)):
+        fast = attn(q, kv, kv, residual=res)
+        plain = _plain_attention(attn, q, kv, kv) + (0 if res is None else res)
+        assert fast.shape == plain.shape
+        assert torch.allclose(fast, plain, rtol=1e-4, atol=1e-5)
+        g_fast = torch.autograd.grad(fast.square().sum(), (q, kv, attn.q_proj.weight))
+        g_plain = torch.autograd.grad(plain.square().sum(), (q, kv, attn.q_proj.weight))
+        for a, b in zip(g_fast, g_plain):
+            assert torch.allclose(a, b, rtol=1e-3, atol=1e-3 * b.abs().max().item())

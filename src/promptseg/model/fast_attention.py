@@ -71,9 +71,12 @@ def few_queries(attn: DecoderAttention, q: torch.Tensor, k: torch.Tensor, v: tor
 
 
 def few_keys(attn: DecoderAttention, q_flat: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-             residual: torch.Tensor | None = None) -> torch.Tensor:
+             residual: torch.Tensor | None = None, projected: bool = True) -> torch.Tensor:
     """Attention of many (already projected, heads not split) queries (Bq, N, C') over a
     few raw keys and values (B, T, C), plus `residual` (broadcast to (B, N, C)) when given.
+    With `projected` False the queries are raw (Bq, N, C) and their projection is folded into
+    the keys ((x Wq^T + b) K = x (Wq^T K) + b K): for a few tokens a (C, T*heads) product
+    instead of projecting N queries.
 
     All heads' scores come from one product with a block-diagonal key matrix, laid out
     (N, heads*T) so no head split or merge is copied, and the output projection is folded
@@ -87,7 +90,12 @@ def few_keys(attn: DecoderAttention, q_flat: torch.Tensor, k: torch.Tensor, v: t
     kh = attn.k_proj(k).view(b, t, heads, d).permute(0, 2, 3, 1)  # (B, heads, d, T)
     eye = torch.eye(heads, dtype=kh.dtype, device=kh.device)
     k_block = (kh[..., None] * eye[None, :, None, None, :]).reshape(b, heads * d, t * heads)
-    scores = (q_flat @ k_block) * d**-0.5  # (B, N, T*heads)
+    if projected:
+        scores = (q_flat @ k_block) * d**-0.5  # (B, N, T*heads)
+    else:
+        k_block = k_block * d**-0.5
+        bias = (attn.q_proj.bias @ k_block)[:, None, :]  # (B, 1, T*heads)
+        scores = torch.matmul(q_flat, attn.q_proj.weight.t() @ k_block) + bias
     n = scores.shape[1]
     probs = torch.softmax(scores.view(b, n, t, heads), dim=-2).view(b, n, t * heads)
     vh = attn.v_proj(v).view(b, t, heads, d)

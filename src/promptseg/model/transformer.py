@@ -51,7 +51,7 @@ class DecoderAttention(nn.Module):
         and split into heads (B, heads, n, C'/heads) in place of the raw one. With `residual`
         (broadcast to the output's shape) the result is residual + attention."""
         if q_heads is None and k_heads is None and k.shape[1] * self.num_heads < self.internal_dim < q.shape[1]:
-            return few_keys(self, self.q_proj(q), k, v, residual)
+            return few_keys(self, q, k, v, residual, projected=False)
         out = self._attend(q, k, v, q_heads, k_heads, v_heads)
         return out if residual is None else residual + out
 

@@ -12,6 +12,11 @@ transformers, its model call on the image's embeddings and `post_process_masks`.
 
 from __future__ import annotations
 
+# first, before torch: promptseg's OpenMP setting (promptseg.cpu.tune_openmp) then holds for the whole
+# process, the reference included
+import promptseg  # noqa: F401
+
+# isort: split
 import argparse
 import json
 import statistics

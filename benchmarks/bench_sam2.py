@@ -12,6 +12,11 @@ large photo and runs the generator on it (8x8 grid, thresholds 0), the reference
 
 from __future__ import annotations
 
+# first, before torch: promptseg's OpenMP setting (promptseg.cpu.tune_openmp) then holds for the whole
+# process, the reference included
+import promptseg  # noqa: F401
+
+# isort: split
 import argparse
 import json
 import resource

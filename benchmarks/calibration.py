@@ -10,6 +10,7 @@ than a tenth of the CPUs BUSY.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -125,7 +126,8 @@ class Machine:
         text = f"machine: {self.before.text()} before"
         if self.after:
             text += f"; {self.after.text()} after"
-        return text + f" [{' '.join(self.flags) or 'steady'}]"
+        spin = os.environ.get("GOMP_SPINCOUNT", "libgomp's default")
+        return text + f" [{' '.join(self.flags) or 'steady'}]; OpenMP spin count {spin}"
 
 
 def spread(values: list[float]) -> str:

@@ -3,7 +3,10 @@
 Names are imported on first use, so `promptseg.export.OnnxPredictor` (onnxruntime + numpy)
 works where torch is not installed."""
 
+from .cpu import tune_openmp
 from .lazy import lazy_names
+
+tune_openmp()  # before anything loads torch: see promptseg.cpu
 
 __version__ = "0.1.0"
 

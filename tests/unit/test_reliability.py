@@ -345,3 +345,21 @@ def test_worker_answers_interactive_work_between_heavy_steps_and_stops_heavy_wor
     waited = asyncio.run(scenario())
     worker.close()
     assert 0 < log.index("click") < 50 and waited < 0.1  # answered between two steps, not after the job
+
+
+@pytest.mark.parametrize("env, first, expected", [
+    ({}, "promptseg", "10000"),  # set on import, before torch loads libgomp
+    ({"GOMP_SPINCOUNT": "5"}, "promptseg", "5"),  # the user's value is kept
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, "promptseg", None),  # so is the user's wait policy
+    ({"PROMPTSEG_NO_SPIN_TUNING": "1"}, "promptseg", None),
+    ({}, "torch", None),  # too late once torch is loaded: nothing is pretended
+])
+def test_openmp_spin_count_is_set_only_where_it_acts(env, first, expected):
+    code = (f"import {first}, os, promptseg, torch; print(os.environ.get('GOMP_SPINCOUNT'));"
+            "print(torch.__config__.parallel_info().count('OpenMP') > 0)")
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "PROMPTSEG_NO_SPIN_TUNING")}
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    spin, openmp = out.stdout.split()
+    assert spin == str(expected) and openmp == "True"

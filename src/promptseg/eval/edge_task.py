@@ -182,8 +182,8 @@ def edge_table(report: dict) -> str:
 
 
 def draw_precision_recall(report: dict, path: str | Path) -> None:
-    """The dataset-wide precision-recall curve of each method with its ODS point, iso-F lines,
-    and the paper's ODS figures as marks on the F axis labels."""
+    """The dataset-wide precision-recall curve of each method with its best measured point,
+    iso-F lines, and the paper's quoted ODS figures in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,9 +200,11 @@ def draw_precision_recall(report: dict, path: str | Path) -> None:
         curve = m.get("curve")
         if not curve:
             continue
-        (line,) = ax.plot(curve["recall"], curve["precision"], lw=1.8, label=f"{name}  ODS {m['ODS']:.3f}")
-        best = int(np.argmax([2 * p * q / max(p + q, 1e-12) for p, q in zip(curve["precision"], curve["recall"])]))
-        ax.plot(curve["recall"][best], curve["precision"][best], "o", color=line.get_color())
+        p, r = np.asarray(curve["precision"]), np.asarray(curve["recall"])
+        shown = r > 0  # thresholds above a map's strongest pixel predict nothing: no point on the curve
+        (line,) = ax.plot(r[shown], p[shown], lw=1.8, label=f"{name}  ODS {m['ODS']:.3f}")
+        best = int(np.argmax(np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0)))
+        ax.plot(r[best], p[best], "o", color=line.get_color())
     for name, q in report.get("quoted", {}).items():
         ax.plot([], [], " ", label=f"{name}  ODS {q['ODS']:.3f}")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="recall", ylabel="precision",

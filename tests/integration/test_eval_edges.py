@@ -77,6 +77,8 @@ def test_eval_edges_cli_errors(tmp_path):
     data = boundary_folder(tmp_path / "bsds", n=1)
     out = run("eval", "--task", "edge", data)
     assert out.returncode == 1 and "--task" in out.stderr and "Traceback" not in out.stderr
+    out = run("eval", "--task", "edges", data, "--flip")
+    assert out.returncode == 1 and "--flip: for the interactive task only" in out.stderr
     out = run("eval", "--task", "edges", data, "--baselines", "grabcut")
     assert out.returncode == 1 and "canny, sobel" in out.stderr
     out = run("eval", "--task", "edges", tmp_path / "nothing")

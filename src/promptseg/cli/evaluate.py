@@ -56,10 +56,15 @@ def evaluate(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Score a model with the field's protocols (1-click, box, NoC@85/90), or on the SAM paper's zero-shot
-    edge task, beside classical baselines."""
-    if task not in ("interactive", "edges", "proposals", "instances"):
-        with user_errors():
+    tasks (edges, proposals, instances), beside classical baselines."""
+    with user_errors():
+        if task not in ("interactive", "edges", "proposals", "instances"):
             raise UserError(f"--task {task!r}: use interactive, edges, proposals or instances")
+        if task != "interactive":
+            used = [name for name, on in (("--refine", refine is not None), ("--flip", flip),
+                                          ("--protocols", protocols != "box,click,noc")) if on]
+            if used:
+                raise UserError(f"{', '.join(used)}: for the interactive task only, not --task {task}")
     if task == "edges":
         return _evaluate_edges(data, model, checkpoint, baselines, thresholds, limit, every, output, pictures,
                                backend, onnx_dir, threads, quiet)

@@ -47,8 +47,8 @@ def tune_openmp() -> bool:
     After each parallel region torch's worker threads spin waiting for the next one. Between the
     mask decoder's regions, and while OpenCV brings masks to full size, a spinning thread holds
     a CPU that other work needs: on two CPUs one click took 31 ms in some processes and 23 ms in
-    others, its full-size masks 7.5 or 3.5 ms. With 10,000 spins every process ran the fast way
-    (22 ms; masks 2.4 ms), the image encoder unchanged.
+    others, its full-size masks 7.5 or 3.5 ms. With 10,000 spins the six processes measured all ran the
+    fast way (22 ms; masks 2.4 ms), the image encoder unchanged.
 
     libgomp reads the variable once, when torch loads it, so this acts only if torch is not
     imported yet (promptseg calls it on import); a value already set is kept, as is

@@ -138,6 +138,7 @@ def _finish(report: dict, text: str, output, errors: list[str], draw=None) -> No
     if errors:
         raise typer.Exit(1)
 
+
 def _evaluate_edges(data, model, checkpoint, baselines, levels, limit, every, output, pictures, backend, onnx_dir,
                     threads, quiet) -> None:
     from ..eval.edge_task import draw_precision_recall, edge_methods, edge_table, evaluate_edges, load_boundary_dataset
@@ -167,6 +168,7 @@ def _evaluate_edges(data, model, checkpoint, baselines, levels, limit, every, ou
     _finish(report, edge_table(report), output, errors,
             (lambda: draw_precision_recall(report, pictures)) if pictures is not None and report["images"] else None)
 
+
 def _evaluate_objects(task, data, model, checkpoint, points_per_side, boxes, limit, every, output, backend, onnx_dir,
                       threads, quiet) -> None:
     from ..eval.objects import evaluate_objects, load_object_dataset, object_table, read_detections
@@ -180,7 +182,7 @@ def _evaluate_objects(task, data, model, checkpoint, points_per_side, boxes, lim
             raise UserError(f"--task {task} scores one dataset at a time")
         if boxes is not None and task != "instances":
             raise UserError("--boxes is for --task instances")
-        name, images, categories = load_object_dataset(data[0])
+        _, images, categories = load_object_dataset(data[0])
         images = images[::every]
         if limit:
             images = images[:limit]

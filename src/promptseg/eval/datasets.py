@@ -4,6 +4,7 @@ COCO instances files."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,23 @@ from ..io import IMAGE_SUFFIXES
 from .protocols import Instance
 
 IGNORE_VALUE = 128  # GrabCut's unlabelled boundary band
+
+
+def readable(items: Iterable, load: Callable, advance: Callable[..., None] = lambda *a, **k: None,
+             errors: list[str] | None = None) -> Iterator[tuple]:
+    """(item, *load(item)) for each item whose `load` succeeds; an item whose `load` raises
+    ValueError or OSError (an unreadable photo, annotations that do not fit it) is reported in
+    `errors` as "<item.image_path>: why", counted by `advance()`, and skipped. The caller
+    advances after each item it is given."""
+    for item in items:
+        try:
+            loaded = load(item)
+        except (ValueError, OSError) as exc:
+            if errors is not None:
+                errors.append(f"{item.image_path}: {exc}")
+            advance()
+            continue
+        yield (item, *loaded)
 
 
 def find_image(folder: Path, stem: str) -> Path | None:

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..io import read_image
 from .boundaries import edge_scores, image_counts, thresholds
-from .datasets import find_image
+from .datasets import find_image, readable
 
 # The SAM paper, table 3: zero-shot edge detection on BSDS500 test (ODS, OIS, AP, R50; None where
 # the paper gives no figure). Printed beside our rows, marked as quoted; never measured here.
@@ -96,6 +96,15 @@ def load_boundary_dataset(path: str | Path) -> list[BoundaryImage]:
     return out
 
 
+def _photo_and_boundaries(item: BoundaryImage) -> tuple[np.ndarray, list[np.ndarray]]:
+    image = read_image(item.image_path)
+    gts = item.boundaries()
+    for g in gts:
+        if g.shape != image.shape[:2]:
+            raise ValueError(f"boundaries {g.shape} do not fit the image {image.shape[:2]}")
+    return image, gts
+
+
 EdgeMethod = tuple[str, Callable[[np.ndarray], np.ndarray]]
 
 
@@ -128,18 +137,7 @@ def evaluate_edges(images: list[BoundaryImage], methods: list[EdgeMethod], level
     seconds: dict[str, list[float]] = {m: [] for m, _ in methods}
     scoring: dict[str, list[float]] = {m: [] for m, _ in methods}
     scored: list[str] = []
-    for item in images:
-        try:
-            image = read_image(item.image_path)
-            gts = item.boundaries()
-            for g in gts:
-                if g.shape != image.shape[:2]:
-                    raise ValueError(f"boundaries {g.shape} do not fit the image {image.shape[:2]}")
-        except (ValueError, OSError) as exc:
-            if errors is not None:
-                errors.append(f"{item.image_path}: {exc}")
-            advance()
-            continue
+    for item, image, gts in readable(images, _photo_and_boundaries, advance, errors):
         for name, make in methods:
             t0 = time.perf_counter()
             edges = make(image)

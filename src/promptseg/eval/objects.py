@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import read_image
+from .datasets import readable
 
 PROPOSAL_GRID = 64
 PROPOSAL_NMS = 0.9
@@ -241,6 +242,13 @@ def read_detections(path: str | Path, images: list[ObjectImage], categories: dic
     return out
 
 
+def _fitting_photo(item: ObjectImage) -> tuple[np.ndarray]:
+    image = read_image(item.image_path)
+    if image.shape[:2] != (item.height, item.width):
+        raise ValueError(f"annotations are {item.height}x{item.width}, the photo {image.shape[:2]}")
+    return (image,)
+
+
 def evaluate_objects(images: list[ObjectImage], categories: dict[int, str], predictor, task: str,
                      detections: dict[str, list[dict]] | None = None, points_per_side: int = PROPOSAL_GRID,
                      advance: Callable[..., None] = lambda *a, **k: None, errors: list[str] | None = None) -> dict:
@@ -251,16 +259,7 @@ def evaluate_objects(images: list[ObjectImage], categories: dict[int, str], pred
     results: list[dict] = []
     scored: list[ObjectImage] = []
     seconds: list[float] = []
-    for item in images:
-        try:
-            image = read_image(item.image_path)
-            if image.shape[:2] != (item.height, item.width):
-                raise ValueError(f"annotations are {item.height}x{item.width}, the photo {image.shape[:2]}")
-        except (ValueError, OSError) as exc:
-            if errors is not None:
-                errors.append(f"{item.image_path}: {exc}")
-            advance()
-            continue
+    for item, image in readable(images, _fitting_photo, advance, errors):
         index = len(scored)
         t0 = time.perf_counter()
         if task == "proposals":

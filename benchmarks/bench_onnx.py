@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from calibration import Machine
+from calibration import Machine, interleaved
 from PIL import Image
 
 from promptseg import Predictor, default_model, read_image, sample_image_path
@@ -37,19 +35,6 @@ def build(name: str):
     sam = get_config(name).build().eval()
     sam.model_type = name
     return sam
-
-
-def interleaved(fns: dict, repeat: int) -> dict[str, float]:
-    """Median seconds of each function, runs taken in turn so drift hits all alike."""
-    times = {k: [] for k in fns}
-    for fn in fns.values():  # warm-up
-        fn()
-    for _ in range(repeat):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def int8_accuracy(folder: Path, every: int) -> dict:

@@ -48,6 +48,19 @@ def median_seconds(work, repeat: int) -> float:
     return statistics.median(times)
 
 
+def interleaved(fns: dict, repeat: int) -> dict[str, float]:
+    """Median seconds of each function, runs taken in turn so drift hits all alike."""
+    times = {k: [] for k in fns}
+    for fn in fns.values():  # warm-up
+        fn()
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def matmul_gflops(n: int = 2048, repeat: int = 7) -> float:
     import torch
 

@@ -103,6 +103,7 @@ class MBConv(nn.Module):
 
 
 _BAND_ROWS = 16  # MBConv output rows per band at inference (of 8, 16, 32: fastest here)
+_BAND_TOKENS = 2048  # TinyBlock tokens per band at inference (of 1024, 2048, 4096: fastest here)
 
 
 class Merge(nn.Module):
@@ -117,8 +118,8 @@ class Merge(nn.Module):
         self.conv3 = ConvBN(out, out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 3:  # tokens
-            x = x.transpose(1, 2).reshape(x.shape[0], -1, self.size, self.size)
+        if x.dim() == 3:  # tokens, seen as a channels-last map (as in TinyBlock.forward)
+            x = x.reshape(x.shape[0], self.size, self.size, -1).permute(0, 3, 1, 2)
         x = self.conv3(self.conv2.gelu(self.conv1.gelu(x)))
         return x.flatten(2).transpose(1, 2)
 
@@ -147,13 +148,18 @@ class WindowAttention(nn.Module):
         self.attention_biases = nn.Parameter(torch.zeros(heads, window * window))
         self.window = window  # its bias index is computed, not stored (`relative_bias_index`)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def bias(self) -> torch.Tensor:
+        """The logits' bias, (heads, n, n) for a window of n tokens."""
+        return self.attention_biases[:, relative_bias_index(self.window).to(self.attention_biases.device)]
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention within each window of `x` (windows, n, C); `bias` is `self.bias()`, given
+        by a caller that attends over several batches of windows."""
         b, n, _ = x.shape
         # per head, its q, k and v lie side by side in qkv's output
         qkv = onednn.linear(self.norm(x), self.qkv.weight, self.qkv.bias)  # oneDNN's product at inference
         q, k, v = qkv.view(b, n, self.heads, 3, self.head_dim).permute(3, 0, 2, 1, 4)
-        index = relative_bias_index(self.window).to(self.attention_biases.device)
-        bias = self.attention_biases[:, index]  # (heads, n, n)
+        bias = self.bias() if bias is None else bias
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0).to(q.dtype))
         return onednn.linear(out.transpose(1, 2).reshape(b, n, -1), self.proj.weight, self.proj.bias)
 
@@ -201,10 +207,41 @@ class TinyBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, length, c = x.shape
-        x = x + self._windows(x)
-        x = self.local_conv(x.transpose(1, 2).reshape(b, c, self.size, self.size))
-        x = x.reshape(b, c, length).transpose(1, 2)
-        return x + self.mlp(x)
+        banded = self.size > self.window and onednn.usable(x)
+        x = self._windows_banded(x) if banded else x + self._windows(x)
+        # tokens seen as a channels-last map (a view; with the batch stride a permute keeps, oneDNN
+        # runs the depthwise convolution channels-last, 25x faster here) and back, again a view
+        x = self.local_conv(x.reshape(b, self.size, self.size, c).permute(0, 3, 1, 2))
+        x = x.permute(0, 2, 3, 1).reshape(b, length, c)
+        if not banded:
+            return x + self.mlp(x)
+        # at inference the MLP a band of tokens at a time: its 4x-wide hidden features stay in the cache
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        for t0 in range(0, length, _BAND_TOKENS):
+            part = x[:, t0 : t0 + _BAND_TOKENS]
+            torch.add(part, self.mlp(part), out=out[:, t0 : t0 + _BAND_TOKENS])
+        return out
+
+    def _windows_banded(self, x: torch.Tensor) -> torch.Tensor:
+        """`x + self._windows(x)` at inference, a band of whole window rows at a time (about
+        `_BAND_TOKENS` tokens): each band's projections stay in the cache. Every window is
+        computed as in `_windows`, the zero padding at the right and bottom edges included."""
+        b, _, c = x.shape
+        s, w = self.size, self.window
+        n = -(-s // w)  # windows per row and column, the last one padded
+        rows = max(1, _BAND_TOKENS // (w * w * n))  # window rows per band
+        grid = x.reshape(b, s, s, c)
+        out = torch.empty(b, s, s, c, dtype=x.dtype, device=x.device)
+        bias = self.attn.bias()
+        for r0 in range(0, n, rows):
+            r1 = min(n, r0 + rows)
+            top, bottom = r0 * w, min(s, r1 * w)
+            band = grid[:, top:bottom]
+            padded = F.pad(band, (0, 0, 0, n * w - s, 0, (r1 - r0) * w - (bottom - top)))
+            wins = padded.view(b, r1 - r0, w, n, w, c).transpose(2, 3).reshape(-1, w * w, c)
+            mixed = self.attn(wins, bias).view(b, r1 - r0, n, w, w, c).transpose(2, 3).reshape(b, (r1 - r0) * w, n * w, c)
+            torch.add(band, mixed[:, : bottom - top, :s], out=out[:, top:bottom])
+        return out.view(b, s * s, c)
 
 
 class Stage(nn.Module):

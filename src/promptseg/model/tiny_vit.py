@@ -193,45 +193,33 @@ class TinyBlock(nn.Module):
         self.local_conv = ConvBN(dim, dim, 3, 1, 1, groups=dim)
         self.mlp = TinyMlp(dim, int(dim * mlp_ratio))
 
-    def _windows(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, c = x.shape
-        s, w = self.size, self.window
-        if s == w:
-            return self.attn(x)
-        pad = (w - s % w) % w
-        grid = F.pad(x.view(b, s, s, c), (0, 0, 0, pad, 0, pad))
-        n = (s + pad) // w
-        wins = grid.view(b, n, w, n, w, c).transpose(2, 3).reshape(b * n * n, w * w, c)
-        grid = self.attn(wins).view(b, n, n, w, w, c).transpose(2, 3).reshape(b, n * w, n * w, c)
-        return grid[:, :s, :s].reshape(b, s * s, c)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, length, c = x.shape
-        banded = self.size > self.window and onednn.usable(x)
-        x = self._windows_banded(x) if banded else x + self._windows(x)
+        n = -(-self.size // self.window)  # windows per row and column, the last one padded
+        # at inference, bands of about _BAND_TOKENS tokens: each band's projections and MLP
+        # features stay in the cache; otherwise (training, export) all in one
+        banded = onednn.usable(x)
+        x = self._windows(x, max(1, _BAND_TOKENS // (self.window**2 * n)) if banded else n)
         # tokens seen as a channels-last map (a view; with the batch stride a permute keeps, oneDNN
         # runs the depthwise convolution channels-last, 25x faster here) and back, again a view
         x = self.local_conv(x.reshape(b, self.size, self.size, c).permute(0, 3, 1, 2))
         x = x.permute(0, 2, 3, 1).reshape(b, length, c)
         if not banded:
             return x + self.mlp(x)
-        # at inference the MLP a band of tokens at a time: its 4x-wide hidden features stay in the cache
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         for t0 in range(0, length, _BAND_TOKENS):
             part = x[:, t0 : t0 + _BAND_TOKENS]
             torch.add(part, self.mlp(part), out=out[:, t0 : t0 + _BAND_TOKENS])
         return out
 
-    def _windows_banded(self, x: torch.Tensor) -> torch.Tensor:
-        """`x + self._windows(x)` at inference, a band of whole window rows at a time (about
-        `_BAND_TOKENS` tokens): each band's projections stay in the cache. Every window is
-        computed as in `_windows`, the zero padding at the right and bottom edges included."""
+    def _windows(self, x: torch.Tensor, rows: int) -> torch.Tensor:
+        """x + attention within each window of the grid, `rows` rows of windows at a time. The
+        grid is zero-padded at the right and bottom to whole windows."""
         b, _, c = x.shape
         s, w = self.size, self.window
-        n = -(-s // w)  # windows per row and column, the last one padded
-        rows = max(1, _BAND_TOKENS // (w * w * n))  # window rows per band
+        n = -(-s // w)
         grid = x.reshape(b, s, s, c)
-        out = torch.empty(b, s, s, c, dtype=x.dtype, device=x.device)
+        out = None if rows >= n else torch.empty(b, s, s, c, dtype=x.dtype, device=x.device)
         bias = self.attn.bias()
         for r0 in range(0, n, rows):
             r1 = min(n, r0 + rows)
@@ -240,6 +228,8 @@ class TinyBlock(nn.Module):
             padded = F.pad(band, (0, 0, 0, n * w - s, 0, (r1 - r0) * w - (bottom - top)))
             wins = padded.view(b, r1 - r0, w, n, w, c).transpose(2, 3).reshape(-1, w * w, c)
             mixed = self.attn(wins, bias).view(b, r1 - r0, n, w, w, c).transpose(2, 3).reshape(b, (r1 - r0) * w, n * w, c)
+            if out is None:  # one band: the whole grid, differentiable and exportable
+                return (band + mixed[:, : bottom - top, :s]).reshape(b, s * s, c)
             torch.add(band, mixed[:, : bottom - top, :s], out=out[:, top:bottom])
         return out.view(b, s * s, c)
 

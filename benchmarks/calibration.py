@@ -139,7 +139,9 @@ class Machine:
         text = f"machine: {self.before.text()} before"
         if self.after:
             text += f"; {self.after.text()} after"
-        spin = os.environ.get("GOMP_SPINCOUNT", "libgomp's default")
+        from promptseg.cpu import SPIN_ENV
+
+        spin = os.environ.get(SPIN_ENV, "libgomp's default")
         return text + f" [{' '.join(self.flags) or 'steady'}]; OpenMP spin count {spin}"
 
 

@@ -61,11 +61,39 @@ def interleaved(fns: dict, repeat: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def cpu_text() -> str:
+    """The CPU's model name and its widest vector instructions (Linux /proc/cpuinfo): hosts of
+    one name can differ, and their matmul rates with them."""
+    name, flags = "unknown CPU", set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name == "unknown CPU":
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    widest = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None
+    return f"{name}, {widest}" if widest else name
+
+
 def matmul_gflops(n: int = 2048, repeat: int = 7) -> float:
     import torch
 
     a, b = torch.randn(n, n), torch.randn(n, n)
     return 2 * n**3 / median_seconds(lambda: a @ b, repeat) / 1e9
+
+
+def linear_gflops(rows: int, k: int, n: int, repeat: int = 7) -> float:
+    """Rate of one fp32 linear layer, (rows, k) inputs to n outputs (F.linear, bias included):
+    a model's own product shape, which may run well below the square matmul's rate."""
+    import torch
+    import torch.nn.functional as F
+
+    x, w, b = torch.randn(rows, k), torch.randn(n, k), torch.randn(n)
+    return 2 * rows * k * n / median_seconds(lambda: F.linear(x, w, b), repeat) / 1e9
 
 
 def copy_gbps(megabytes: int = 256, repeat: int = 5) -> float:
@@ -103,6 +131,7 @@ class Machine:
     @staticmethod
     def start() -> Machine:
         machine = Machine(Condition.measure())
+        print(f"machine: {cpu_text()}, {os.cpu_count()} CPUs", flush=True)
         print(f"machine before: {machine.before.text()}{'  BUSY' if machine.busy else ''}", flush=True)
         return machine
 
@@ -128,6 +157,7 @@ class Machine:
 
     def summary(self) -> dict:
         return {
+            "cpu": cpu_text(),
             "before": asdict(self.before),
             "after": asdict(self.after) if self.after else None,
             "varied": self.varied,
@@ -136,7 +166,7 @@ class Machine:
 
     def line(self) -> str:
         """One line for a table's caption."""
-        text = f"machine: {self.before.text()} before"
+        text = f"machine: {cpu_text()}; {self.before.text()} before"
         if self.after:
             text += f"; {self.after.text()} after"
         from promptseg.cpu import SPIN_ENV
@@ -151,4 +181,4 @@ def spread(values: list[float]) -> str:
 
 
 if __name__ == "__main__":
-    print(f"machine: {Condition.measure().text()}")
+    print(f"machine: {cpu_text()}; {Condition.measure().text()}")

@@ -57,14 +57,17 @@ def few_queries(attn: DecoderAttention, q: torch.Tensor, k: torch.Tensor, v: tor
     # All heads now attend over the same raw keys: stack them as heads*T queries of one head
     # (softmax is per query row), so keys and values are never copied per head.
     q_in = q_in.reshape(b, heads * t, -1) * d**-0.5
-    # Scores laid out (keys, queries): the key side is the long one, and a product with the
-    # long side as its rows runs faster; the softmax then runs down the columns.
+    # Scores computed laid out (keys, queries): the key side is the long one, and a product
+    # with the long side as its rows runs faster. The softmax takes them one row per query
+    # (a copy of the scores): down the columns of a few queries, torch's kernel runs mostly
+    # scalar where the columns are not a whole number of its vectors (AVX-512: 56 columns,
+    # 1.2 ms against 0.1 ms along rows).
     if k.shape[0] == 1 and b > 1:  # keys shared by every prompt: one product for all of them
-        probs = torch.softmax(k[0] @ q_in.reshape(-1, q_in.shape[-1]).t(), dim=0)  # (N, B*heads*T)
-        mixed = (probs.t() @ v[0]).view(b, heads, t, -1)
+        scores = k[0] @ q_in.reshape(-1, q_in.shape[-1]).t()  # (N, B*heads*T)
+        mixed = (torch.softmax(scores.t(), dim=-1) @ v[0]).view(b, heads, t, -1)
     else:
-        probs = torch.softmax(k @ q_in.transpose(1, 2), dim=1)  # (B, N, heads*T)
-        mixed = (probs.transpose(1, 2) @ v).view(b, heads, t, -1)
+        scores = k @ q_in.transpose(1, 2)  # (B, N, heads*T)
+        mixed = (torch.softmax(scores.transpose(1, 2), dim=-1) @ v).view(b, heads, t, -1)
     out = mixed @ wv.transpose(1, 2) if onnx else torch.einsum("bhtc,hdc->bhtd", mixed, wv)
     out = out + attn.v_proj.bias.view(heads, 1, d)  # (B, heads, T, d)
     return attn.out_proj(out.transpose(1, 2).reshape(b, t, attn.internal_dim))
@@ -84,9 +87,10 @@ def few_keys(attn: DecoderAttention, q_flat: torch.Tensor, k: torch.Tensor, v: t
     than projecting N attention outputs."""
     b, t, _ = k.shape
     heads, d = attn.num_heads, attn.internal_dim // attn.num_heads
-    # Score columns are ordered (token, head) so the softmax over tokens runs along a
-    # strided axis with the heads contiguous, which vectorises; over a last axis of a few
-    # tokens torch's softmax is several times slower.
+    # Score columns are ordered (token, head). The softmax over tokens takes the scores
+    # copied to (B, token, head * N): over a last axis of a few tokens torch's softmax is
+    # several times slower, and over the tokens with only the heads (8) inner its kernel
+    # runs scalar where 8 floats are less than two of its vectors (AVX-512).
     kh = attn.k_proj(k).view(b, t, heads, d).permute(0, 2, 3, 1)  # (B, heads, d, T)
     eye = torch.eye(heads, dtype=kh.dtype, device=kh.device)
     k_block = (kh[..., None] * eye[None, :, None, None, :]).reshape(b, heads * d, t * heads)
@@ -97,7 +101,8 @@ def few_keys(attn: DecoderAttention, q_flat: torch.Tensor, k: torch.Tensor, v: t
         bias = (attn.q_proj.bias @ k_block)[:, None, :]  # (B, 1, T*heads)
         scores = torch.matmul(q_flat, attn.q_proj.weight.t() @ k_block) + bias
     n = scores.shape[1]
-    probs = torch.softmax(scores.view(b, n, t, heads), dim=-2).view(b, n, t * heads)
+    rows = scores.transpose(1, 2).contiguous().view(b, t, heads * n)
+    probs = torch.softmax(rows, dim=1).view(b, t * heads, n).transpose(1, 2)  # (B, N, T*heads), a view
     vh = attn.v_proj(v).view(b, t, heads, d)
     w_out = attn.out_proj.weight.view(-1, heads, d)  # (C, heads, d)
     # an einsum as in few_queries; here the broadcast matmul's backward would materialise
